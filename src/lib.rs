@@ -1,0 +1,13 @@
+//! keymetrics-agent: the PM2.io agent in Rust.
+//!
+//! Layers, bottom-up (data flows PM2 → push → transport → PM2.io and back
+//! PM2.io → transport → reverse → PM2):
+//! - [`protocol`]: pure codecs (AMP, rpc, nssocket, cipher, IPC, topics);
+//! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
+//! - `binding` (feature `node`): the napi exports, nothing else.
+
+pub mod protocol;
+pub mod socket;
+
+#[cfg(feature = "node")]
+mod binding;

@@ -1,0 +1,73 @@
+//! An nssocket 0.6 connection (the legacy reverse channel): JSON lines over
+//! TCP. No reconnect here, like the JS agent's `reconnect: false`; the
+//! transporter above decides when to dial again.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::connection::{WriteError, Writer};
+use super::endpoint::{Endpoint, Stream};
+use crate::protocol::lines::LineFramer;
+use crate::protocol::nssocket::{self, NsMessage};
+
+/// Longest line accepted from the server.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+pub struct NsReader<R> {
+    inner: R,
+    buf: BytesMut,
+    framer: LineFramer,
+}
+
+impl<R: AsyncRead + Unpin> NsReader<R> {
+    pub fn new(inner: R, max_line: usize) -> Self {
+        NsReader { inner, buf: BytesMut::with_capacity(4096), framer: LineFramer::new(max_line) }
+    }
+
+    /// The next well-formed message; malformed lines are logged and skipped
+    /// (the JS receiver swallows them too). `None` at end of stream.
+    pub async fn recv(&mut self) -> std::io::Result<Option<NsMessage>> {
+        loop {
+            match self.framer.next_line(&mut self.buf) {
+                Ok(Some(line)) => match nssocket::decode(&line) {
+                    Ok(m) => return Ok(Some(m)),
+                    Err(e) => tracing::warn!(error = %e, "dropping malformed nssocket line"),
+                },
+                Ok(None) => {
+                    if self.inner.read_buf(&mut self.buf).await? == 0 {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping nssocket line"),
+            }
+        }
+    }
+}
+
+/// The writing half: `send(event, data)` as nssocket does.
+#[derive(Clone)]
+pub struct NsSender {
+    writer: Writer,
+}
+
+impl NsSender {
+    pub fn send(&self, event: &str, data: Option<&Value>) -> Result<(), WriteError> {
+        self.writer.send(Bytes::from(nssocket::encode(event, data)))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.writer.is_closed()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.writer.pending_bytes()
+    }
+}
+
+/// Connects and splits into a reader and a sender.
+pub async fn connect(endpoint: &Endpoint, max_pending: usize) -> std::io::Result<(NsReader<tokio::io::ReadHalf<Stream>>, NsSender)> {
+    let stream = endpoint.connect().await?;
+    let (r, w) = tokio::io::split(stream);
+    Ok((NsReader::new(r, MAX_LINE), NsSender { writer: Writer::spawn(w, max_pending) }))
+}

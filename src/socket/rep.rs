@@ -1,0 +1,118 @@
+//! pm2-axon `rep` socket (server side of request/reply), as the agent serves
+//! `interactor.sock`. The last argument of every request is the peer's
+//! message id; the reply carries the same id back on the same connection.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::connection::{AmpReader, Writer};
+use super::endpoint::{Endpoint, EndpointError, Listener};
+use crate::protocol::amp::{self, Arg, Message};
+
+/// Connections served at once; more are accepted and closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Bytes of replies queued per connection.
+const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// One request and the means to answer it.
+pub struct Request {
+    pub args: Message,
+    pub reply: Replier,
+}
+
+/// Answers one request; dropping it without replying leaves the peer's
+/// request pending (as in axon), so servers should always reply.
+pub struct Replier {
+    id: Arg,
+    writer: Writer,
+}
+
+impl Replier {
+    /// Sends `args` followed by the request id. A gone peer drops it.
+    pub fn reply(self, mut args: Vec<Arg>) {
+        args.push(self.id);
+        match amp::encode_to_bytes(&args) {
+            Ok(bytes) => {
+                if let Err(e) = self.writer.send(bytes) {
+                    tracing::debug!(error = %e, "reply dropped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reply not encodable"),
+        }
+    }
+}
+
+pub struct RepSocket {
+    endpoint: Endpoint,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl RepSocket {
+    /// Binds `endpoint` and delivers requests on the returned channel
+    /// (bounded: a slow consumer slows the peers down, it does not queue).
+    pub async fn bind(endpoint: &Endpoint, max_frame: usize) -> Result<(RepSocket, mpsc::Receiver<Request>), EndpointError> {
+        let listener = Listener::bind(endpoint).await?;
+        let bound = listener.local_endpoint();
+        let (tx, rx) = mpsc::channel(256);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!("too many connections, closing a new one");
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let (r, w) = tokio::io::split(stream);
+                    let writer = Writer::spawn(w, MAX_REPLY_BYTES);
+                    let mut reader = AmpReader::new(r, max_frame);
+                    loop {
+                        match reader.read_message().await {
+                            Ok(Some(mut args)) => {
+                                let Some(id) = args.pop() else { continue };
+                                let req = Request { args, reply: Replier { id, writer: writer.clone() } };
+                                if tx.send(req).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => return,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "rep connection closed");
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok((RepSocket { endpoint: bound, accept_task }, rx))
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Stops accepting and removes the unix socket file.
+    pub fn close(&self) {
+        self.accept_task.abort();
+        if let Endpoint::Unix(p) = &self.endpoint {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for RepSocket {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}

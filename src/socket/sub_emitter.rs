@@ -1,0 +1,147 @@
+//! pm2-axon `sub-emitter`: connects to a `pub`/`pub-emitter` (PM2's
+//! `pub.sock`) and hands each frame to the subscriptions whose topic pattern
+//! matches its first argument, with the pattern's captures (protocols.md
+//! §2.3). Each subscription is a bounded queue: when its consumer falls
+//! behind, new events for it are dropped and counted, never buffered
+//! without limit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::backoff::Backoff;
+use super::connection::AmpReader;
+use super::endpoint::Endpoint;
+use super::req::ConnState;
+use crate::protocol::amp::Arg;
+use crate::protocol::topic::Pattern;
+
+/// One delivered event: the topic, the pattern's captures, the other args.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub topic: String,
+    pub captures: Vec<String>,
+    pub args: Vec<Arg>,
+}
+
+struct Subscription {
+    pattern: Pattern,
+    tx: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The receiving end of one subscription.
+pub struct Subscriber {
+    pub rx: mpsc::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// Events dropped because this subscriber's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+pub struct SubEmitter {
+    subs: Arc<Mutex<Vec<Subscription>>>,
+    state: watch::Receiver<ConnState>,
+    task: Arc<tokio::task::AbortHandle>,
+}
+
+impl SubEmitter {
+    pub fn connect(endpoint: Endpoint, max_frame: usize) -> SubEmitter {
+        let subs: Arc<Mutex<Vec<Subscription>>> = Arc::default();
+        let (state_tx, state) = watch::channel(ConnState::default());
+        let s = subs.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Backoff::axon();
+            let mut generation = 0;
+            loop {
+                match endpoint.connect().await {
+                    Ok(stream) => {
+                        backoff.reset();
+                        generation += 1;
+                        let _ = state_tx.send(ConnState { connected: true, generation });
+                        tracing::debug!(%endpoint, "sub-emitter connected");
+                        let mut reader = AmpReader::new(stream, max_frame);
+                        loop {
+                            match reader.read_message().await {
+                                Ok(Some(msg)) => dispatch(&s, msg),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::debug!(%endpoint, error = %e, "sub-emitter connection lost");
+                                    break;
+                                }
+                            }
+                        }
+                        let _ = state_tx.send(ConnState { connected: false, generation });
+                    }
+                    Err(e) => tracing::trace!(%endpoint, error = %e, "sub-emitter connect failed"),
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        });
+        SubEmitter { subs, state, task: Arc::new(task.abort_handle()) }
+    }
+
+    /// Subscribes to `pattern` (`*` wildcards) with a queue of `capacity`.
+    pub fn subscribe(&self, pattern: &str, capacity: usize) -> Subscriber {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        self.subs.lock().unwrap_or_else(|e| e.into_inner()).push(Subscription {
+            pattern: Pattern::new(pattern),
+            tx,
+            dropped: dropped.clone(),
+        });
+        Subscriber { rx, dropped }
+    }
+
+    pub fn state(&self) -> watch::Receiver<ConnState> {
+        self.state.clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.borrow().connected
+    }
+
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut st = self.state.clone();
+        tokio::time::timeout(timeout, st.wait_for(|s| s.connected)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn close(&self) {
+        self.task.abort();
+    }
+}
+
+fn dispatch(subs: &Mutex<Vec<Subscription>>, mut msg: Vec<Arg>) {
+    if msg.is_empty() {
+        return;
+    }
+    let topic = match msg.remove(0) {
+        Arg::Str(s) => s,
+        // JS would String() it; PM2 always sends string topics.
+        other => match other.into_value() {
+            Some(v) => v.to_string(),
+            None => return,
+        },
+    };
+    let mut subs = subs.lock().unwrap_or_else(|e| e.into_inner());
+    subs.retain(|s| !s.tx.is_closed());
+    for sub in subs.iter() {
+        if let Some(captures) = sub.pattern.captures(&topic) {
+            let ev = Event { topic: topic.clone(), captures, args: msg.clone() };
+            if sub.tx.try_send(ev).is_err() {
+                sub.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
