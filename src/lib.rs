@@ -6,8 +6,10 @@
 //! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
 //! - `binding` (feature `node`): the napi exports, nothing else.
 
+pub mod net;
 pub mod protocol;
 pub mod socket;
+pub mod transport;
 
 #[cfg(feature = "node")]
 mod binding;

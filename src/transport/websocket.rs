@@ -1,0 +1,1 @@
+//! The WebSocket transporter (to be written).
