@@ -1,19 +1,26 @@
 //! The napi exports: the only file that knows about Node. Everything here is
 //! glue that converts arguments and hands work to the Rust core on napi's
-//! tokio runtime.
+//! tokio runtime; callbacks into Node go through bounded threadsafe
+//! functions.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
+use crate::config::{DaemonConfig, HostInfo};
+use crate::daemon::{self, DaemonHandle, HostEvent};
 use crate::socket::endpoint::Endpoint;
 use crate::socket::req::ReqOptions;
 use crate::socket::rpc::{RpcClient, RpcError};
 
-#[napi_derive::module_init]
-fn init() {}
+/// JS `(json: string) => void`, with a bounded queue: the daemon sends a
+/// handful of events in its life, so 64 is far above need.
+type EventCallback = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, false, 64>;
 
 /// The agent's version (the package version).
 #[napi]
@@ -47,4 +54,83 @@ pub async fn rpc_call(path: String, method: String, args: Vec<Value>, timeout_ms
         RpcError::Remote(r) => Error::new(Status::GenericFailure, r.message),
         other => Error::new(Status::GenericFailure, other.to_string()),
     })
+}
+
+/// The Rust daemon behind `src/InteractorDaemon.js`.
+#[napi]
+pub struct NativeDaemon {
+    cfg: DaemonConfig,
+    handle: Option<DaemonHandle>,
+}
+
+#[napi]
+impl NativeDaemon {
+    /// Reads the configuration from `env` (the process environment) and
+    /// `host` (`{cpus, totalmem, hostname, nodeVersion, execPath}`); throws
+    /// the JS daemon's messages for missing keys.
+    #[napi(constructor, ts_args_type = "env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string }")]
+    pub fn new(env: HashMap<String, Option<String>>, host: Value) -> Result<Self> {
+        let env: HashMap<String, String> = env.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+        let host = HostInfo {
+            cpus: host.get("cpus").cloned().unwrap_or(json!([])),
+            total_mem: host.get("totalmem").and_then(Value::as_f64).unwrap_or(0.0) as u64,
+            hostname: host.get("hostname").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            node_version: host.get("nodeVersion").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            node_path: host.get("execPath").and_then(Value::as_str).map(Into::into),
+        };
+        let cfg = DaemonConfig::from_env(env, host).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        Ok(NativeDaemon { cfg, handle: None })
+    }
+
+    /// Starts the daemon; `onEvent` receives JSON strings:
+    /// `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`.
+    #[napi(ts_args_type = "onEvent: (json: string) => void")]
+    pub fn start(&mut self, on_event: EventCallback) -> Result<()> {
+        if self.handle.is_some() {
+            return Err(Error::new(Status::GenericFailure, "daemon already started"));
+        }
+        crate::logging::init(self.cfg.env.get("DEBUG").map(String::as_str));
+        let (tx, mut rx) = mpsc::channel::<HostEvent>(16);
+        let (handle, run) = daemon::start(self.cfg.clone(), tx);
+        self.handle = Some(handle);
+        napi::bindgen_prelude::spawn(run);
+        napi::bindgen_prelude::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let last = matches!(ev, HostEvent::Exit(_));
+                let json = match ev {
+                    HostEvent::SendToParent(data) => json!({"type": "ipc", "data": data}),
+                    HostEvent::Started => json!({"type": "started"}),
+                    HostEvent::Exit(code) => json!({"type": "exit", "code": code}),
+                }
+                .to_string();
+                // The queue is bounded; on the rare full queue, wait a bit.
+                for _ in 0..100 {
+                    match on_event.call(json.clone(), ThreadsafeFunctionCallMode::NonBlocking) {
+                        Status::QueueFull => tokio::time::sleep(Duration::from_millis(10)).await,
+                        _ => break,
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+            // Dropping the function releases Node's event loop.
+            drop(on_event);
+        });
+        Ok(())
+    }
+
+    /// Asks the daemon to stop: cleanly (exit 0) or with an error (exit 1).
+    #[napi]
+    pub fn exit(&self, error: Option<String>) {
+        if let Some(h) = &self.handle {
+            h.exit(error);
+        }
+    }
+
+    /// `getSystemMetadata()`: the `data` sent to verifyPM2.
+    #[napi]
+    pub fn system_metadata(&self) -> Value {
+        self.cfg.system_metadata()
+    }
 }

@@ -6,7 +6,11 @@
 //! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
 //! - `binding` (feature `node`): the napi exports, nothing else.
 
+pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod net;
+pub mod pm2;
 pub mod protocol;
 pub mod socket;
 pub mod transport;

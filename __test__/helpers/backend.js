@@ -1,0 +1,147 @@
+'use strict'
+// A local stand-in for PM2.io, for black-box tests: `POST /api/node/verifyPM2`
+// over HTTP and the WebSocket interaction endpoint on the same port. It
+// records what the agent sends and can push commands to it. (PM2.io itself
+// cannot be reached from tests; everything else the agent talks to is real.)
+
+const http = require('http')
+const { EventEmitter } = require('events')
+const WebSocket = require('ws')
+const jsonpatch = require('fast-json-patch')
+
+class Backend extends EventEmitter {
+  constructor (opts = {}) {
+    super()
+    this.verifyRequests = []
+    this.wsHandshakes = []
+    this.received = []
+    this.sockets = new Set()
+    this.statuses = []
+    this._lastStatus = null
+    this.port = opts.port || 0
+    // (body, req) => answer object; default: active with our ws endpoint.
+    this.verify = opts.verify || (() => this.activeAnswer())
+  }
+
+  get url () { return `http://127.0.0.1:${this.port}` }
+  get wsUrl () { return `ws://127.0.0.1:${this.port}/interaction` }
+
+  activeAnswer (extra = {}) {
+    return Object.assign({
+      active: true,
+      pending: false,
+      disabled: false,
+      endpoints: { web: 'http://127.0.0.1/web', ws: this.wsUrl }
+    }, extra)
+  }
+
+  async start () {
+    this.server = http.createServer((req, res) => this._onHttp(req, res))
+    this.wss = new WebSocket.Server({ noServer: true })
+    this.server.on('upgrade', (req, socket, head) => {
+      this.wsHandshakes.push({ url: req.url, headers: req.headers })
+      this.wss.handleUpgrade(req, socket, head, (ws) => this._onWs(ws, req))
+    })
+    await new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(this.port, '127.0.0.1', resolve)
+    })
+    this.port = this.server.address().port
+    return this
+  }
+
+  _onHttp (req, res) {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (d) => { body += d })
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/api/node/verifyPM2') {
+        let parsed = null
+        try { parsed = JSON.parse(body) } catch (e) {}
+        this.verifyRequests.push({ headers: req.headers, raw: body, body: parsed })
+        this.emit('verify', parsed)
+        const answer = this.verify(parsed, req)
+        res.writeHead(200, { 'Content-Type': 'application/json' })
+        return res.end(JSON.stringify(answer))
+      }
+      res.writeHead(404)
+      res.end('{}')
+    })
+  }
+
+  _onWs (ws) {
+    this.sockets.add(ws)
+    this.emit('connection', ws)
+    ws.on('message', (raw) => {
+      let msg
+      try { msg = JSON.parse(raw.toString()) } catch (e) { return }
+      if (msg.channel === 'status') {
+        this._lastStatus = msg.payload
+        this.statuses.push(msg.payload)
+      } else if (msg.channel === 'status:patch') {
+        if (this._lastStatus) {
+          this._lastStatus = jsonpatch.applyPatch(jsonpatch.deepClone(this._lastStatus), msg.payload, true).newDocument
+          this.statuses.push(this._lastStatus)
+        }
+      }
+      this.received.push(msg)
+      this.emit('packet', msg)
+    })
+    ws.on('close', () => this.sockets.delete(ws))
+  }
+
+  /** Sends `{channel, payload}` to every connected agent. */
+  send (channel, payload) {
+    const data = JSON.stringify({ channel, payload })
+    for (const ws of this.sockets) ws.send(data)
+    return this.sockets.size
+  }
+
+  /** Resolves with the first packet (already received or future) matching. */
+  waitFor (pred, timeoutMs = 20000, what = 'packet') {
+    const found = this.received.find(pred)
+    if (found) return Promise.resolve(found)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.removeListener('packet', onPacket)
+        reject(new Error(`timed out waiting for ${what}; got channels: ${[...new Set(this.received.map((p) => p.channel))].join(',')}`))
+      }, timeoutMs)
+      const onPacket = (p) => {
+        if (!pred(p)) return
+        clearTimeout(timer)
+        this.removeListener('packet', onPacket)
+        resolve(p)
+      }
+      this.on('packet', onPacket)
+    })
+  }
+
+  /** The latest full status (patches applied). */
+  get lastStatus () { return this._lastStatus }
+
+  waitConnected (timeoutMs = 20000) {
+    if (this.sockets.size) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('agent never connected over WebSocket')), timeoutMs)
+      this.once('connection', () => { clearTimeout(timer); resolve() })
+    })
+  }
+
+  /** Goes away: drops every connection and stops listening. */
+  async stop () {
+    for (const ws of this.sockets) ws.terminate()
+    this.sockets.clear()
+    if (this.server) {
+      this.server.closeAllConnections && this.server.closeAllConnections()
+      await new Promise((resolve) => this.server.close(() => resolve()))
+    }
+    if (this.wss) this.wss.close()
+  }
+
+  /** Comes back on the same port. */
+  async restart () {
+    await this.start()
+  }
+}
+
+module.exports = { Backend }

@@ -1,0 +1,93 @@
+'use strict'
+// The agent daemon. `node src/InteractorDaemon.js` runs it (the CLI spawns it
+// this way); `require` gives the InteractorDaemon class with the JS agent's
+// signatures. The work happens in Rust (NativeDaemon) on a background tokio
+// runtime; this file only bridges Node-only facts (os.cpus(), the IPC channel
+// of process.send, process.exit) to it.
+
+const os = require('os')
+const path = require('path')
+const { NativeDaemon } = require('../index.js')
+const pkg = require('../package.json')
+
+// Children of the agent (the watchdog's `pm2 resurrect`) must not launch
+// another agent: the InteractorClient short-circuits on this variable.
+process.env.PM2_AGENT_ONLINE = 'true'
+
+function pm2Home () {
+  return process.env.PM2_HOME || path.join(os.homedir(), '.pm2')
+}
+
+class InteractorDaemon {
+  constructor () {
+    this._exitCallbacks = []
+    this._native = new NativeDaemon(Object.assign({}, process.env), {
+      cpus: os.cpus(),
+      totalmem: os.totalmem(),
+      hostname: os.hostname(),
+      nodeVersion: process.version,
+      execPath: process.execPath
+    })
+    this.opts = {
+      MACHINE_NAME: process.env.PM2_MACHINE_NAME,
+      PUBLIC_KEY: process.env.PM2_PUBLIC_KEY,
+      PM2_VERSION: process.env.PM2_VERSION || '0.0.0'
+    }
+  }
+
+  getSystemMetadata () {
+    return this._native.systemMetadata()
+  }
+
+  sendToParent (data) {
+    if (!process.connected || !process.send) return console.log('Could not send data to parent')
+    try {
+      process.send(data)
+    } catch (e) {
+      console.trace('Parent process disconnected')
+    }
+  }
+
+  start (cb) {
+    this._native.start((json) => {
+      let ev
+      try { ev = JSON.parse(json) } catch (e) { return }
+      if (ev.type === 'ipc') return this.sendToParent(ev.data)
+      if (ev.type === 'started') {
+        if (typeof cb === 'function') setTimeout(cb, 20)
+        return
+      }
+      if (ev.type === 'exit') {
+        const cbs = this._exitCallbacks.splice(0)
+        for (const fn of cbs) {
+          try { fn() } catch (e) { console.error(e) }
+        }
+        // Let the IPC message and the kill reply flush before leaving.
+        setTimeout(() => process.exit(ev.code), 10)
+      }
+    })
+  }
+
+  exit (err, cb) {
+    if (typeof err === 'function') { cb = err; err = null }
+    if (typeof cb === 'function') this._exitCallbacks.push(cb)
+    this._native.exit(err ? String(err.message || err) : null)
+  }
+}
+
+module.exports = InteractorDaemon
+
+if (require.main === module) {
+  process.title = `PM2 Agent v${pkg.version}: (${pm2Home()})`
+  let daemon
+  try {
+    daemon = new InteractorDaemon()
+  } catch (e) {
+    console.error(e.message)
+    process.exit(1)
+  }
+  // PM2 stops the agent with `kill` over interactor.sock; a plain signal
+  // gets the same clean shutdown instead of leaving stale files.
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => daemon.exit(null))
+  daemon.start()
+}

@@ -1,0 +1,255 @@
+//! The daemon's configuration, read from its environment the way the JS
+//! agent's `InteractorDaemon` and `constants.js` read theirs. Reading is a
+//! pure function of an env map, so every rule is unit-tested.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::transport::Identity;
+
+/// Files and sockets under `PM2_HOME`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub pm2_home: PathBuf,
+    pub rpc_sock: PathBuf,
+    pub pub_sock: PathBuf,
+    pub interactor_sock: PathBuf,
+    pub pid_file: PathBuf,
+    pub dump_file: PathBuf,
+    pub log_file: PathBuf,
+    pub conf_file: PathBuf,
+}
+
+impl Paths {
+    pub fn new(pm2_home: PathBuf, env: &HashMap<String, String>) -> Paths {
+        let over = |key: &str, default: &str| -> PathBuf {
+            match env.get(key).filter(|v| !v.is_empty()) {
+                Some(v) => PathBuf::from(v),
+                None => pm2_home.join(default),
+            }
+        };
+        Paths {
+            rpc_sock: over("PM2_DAEMON_RPC_PORT", "rpc.sock"),
+            pub_sock: over("PM2_DAEMON_PUB_PORT", "pub.sock"),
+            interactor_sock: over("PM2_INTERACTOR_RPC_PORT", "interactor.sock"),
+            pid_file: over("PM2_INTERACTOR_PID_PATH", "agent.pid"),
+            dump_file: over("PM2_DUMP_FILE_PATH", "dump.pm2"),
+            log_file: over("PM2_INTERACTOR_LOG_FILE_PATH", "agent.log"),
+            conf_file: over("PM2_INTERACTION_CONF", "agent.json5"),
+            pm2_home,
+        }
+    }
+}
+
+/// Facts about the host that Node knows best (the JS wrapper passes them,
+/// so `verifyPM2` and `status` carry exactly what the JS agent sent).
+#[derive(Debug, Clone, Default)]
+pub struct HostInfo {
+    /// `os.cpus()`.
+    pub cpus: Value,
+    /// `os.totalmem()` in bytes.
+    pub total_mem: u64,
+    pub hostname: String,
+    /// `process.version`, e.g. `v20.20.2`.
+    pub node_version: String,
+    /// `process.execPath`, to run PM2's CLI for the watchdog.
+    pub node_path: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct DaemonConfig {
+    pub identity: Identity,
+    /// `KEYMETRICS_NODE`: where verifyPM2 lives.
+    pub root_url: String,
+    /// `KM_RECYCLE` parsed as JSON, `false` by default.
+    pub recycle: Value,
+    /// `PM2_VERSION` as given (absent → omitted from verifyPM2).
+    pub pm2_version_env: Option<String>,
+    pub paths: Paths,
+    pub host: HostInfo,
+    /// `WS_JSON_PATCH`: any non-empty value turns patch mode on.
+    pub ws_json_patch: bool,
+    /// `WS_GZIP`: permessage-deflate requested.
+    pub ws_gzip: bool,
+    pub status_interval: Duration,
+    pub packet_queue_size: usize,
+    pub logs_buffer: usize,
+    pub context_on_error: usize,
+    pub enable_context_on_error: bool,
+    pub trace_flush_interval: Duration,
+    pub pm2_binary_path: Option<PathBuf>,
+    /// The whole environment, for the transporter configuration.
+    pub env: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for DaemonConfig {
+    // The environment holds the secret key: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonConfig")
+            .field("identity", &self.identity)
+            .field("root_url", &self.root_url)
+            .field("paths", &self.paths)
+            .field("ws_json_patch", &self.ws_json_patch)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("You must provide a {0} environment variable")]
+    Missing(&'static str),
+    #[error("KM_RECYCLE is not valid JSON: {0}")]
+    Recycle(String),
+    #[error("{key} must be a number, got {value:?}")]
+    NotANumber { key: String, value: String },
+}
+
+impl DaemonConfig {
+    pub fn from_env(env: HashMap<String, String>, host: HostInfo) -> Result<DaemonConfig, ConfigError> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        // Checked in this order, with these messages, like the JS daemon.
+        let machine_name = get("PM2_MACHINE_NAME").ok_or(ConfigError::Missing("PM2_MACHINE_NAME"))?;
+        let public_key = get("PM2_PUBLIC_KEY").ok_or(ConfigError::Missing("PM2_PUBLIC_KEY"))?;
+        let secret_key = get("PM2_SECRET_KEY").ok_or(ConfigError::Missing("PM2_SECRET_KEY"))?;
+        let recycle = match get("KM_RECYCLE") {
+            Some(s) => serde_json::from_str(&s).map_err(|e| ConfigError::Recycle(e.to_string()))?,
+            None => Value::Bool(false),
+        };
+        let pm2_home = match get("PM2_HOME") {
+            Some(h) => PathBuf::from(h),
+            None => home_dir().join(".pm2"),
+        };
+        let number = |key: &str, default: u64| -> Result<u64, ConfigError> {
+            match get(key) {
+                Some(v) => v.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64).ok_or(
+                    ConfigError::NotANumber { key: key.to_owned(), value: v },
+                ),
+                None => Ok(default),
+            }
+        };
+        let debugish = match get("PM2_DEBUG") {
+            Some(v) => v == "true",
+            None => get("NODE_ENV").as_deref() == Some("local_test"),
+        };
+        let enable_context_on_error = match get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR").or_else(|| get("PM2_ENABLE_CONTEXT_ON_ERROR")) {
+            Some(v) => v != "false" && v != "0",
+            None => true,
+        };
+        Ok(DaemonConfig {
+            identity: Identity {
+                public_key,
+                secret_key,
+                machine_name,
+                pm2_version: get("PM2_VERSION").unwrap_or_else(|| "0.0.0".into()),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+            },
+            root_url: get("KEYMETRICS_NODE")
+                .or_else(|| get("PM2_KEYMETRICS_ROOT_URL"))
+                .unwrap_or_else(|| "https://root.keymetrics.io".into()),
+            recycle,
+            pm2_version_env: get("PM2_VERSION"),
+            paths: Paths::new(pm2_home, &env),
+            host,
+            ws_json_patch: get("WS_JSON_PATCH").is_some(),
+            ws_gzip: get("WS_GZIP").is_some(),
+            status_interval: Duration::from_millis(number("PM2_STATUS_INTERVAL", 1000)?.max(100)),
+            packet_queue_size: number("PM2_PACKET_QUEUE_SIZE", 200)? as usize,
+            logs_buffer: (number("PM2_LOGS_BUFFER", 8)? as usize).min(1000),
+            context_on_error: (number("PM2_CONTEXT_ON_ERROR", 4)? as usize).min(100),
+            enable_context_on_error,
+            trace_flush_interval: Duration::from_millis(number("PM2_TRACE_FLUSH_INTERVAL", if debugish { 1000 } else { 30_000 })?.max(100)),
+            pm2_binary_path: get("PM2_BINARY_PATH").map(PathBuf::from),
+            env,
+        })
+    }
+
+    /// `getSystemMetadata()` of the JS daemon: the `data` of verifyPM2, key
+    /// order kept (the Axon handshake lower-cases these keys in this order).
+    pub fn system_metadata(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("MACHINE_NAME".into(), self.identity.machine_name.clone().into());
+        m.insert("PUBLIC_KEY".into(), self.identity.public_key.clone().into());
+        m.insert("RECYCLE".into(), self.recycle.clone());
+        if let Some(v) = &self.pm2_version_env {
+            m.insert("PM2_VERSION".into(), v.clone().into());
+        }
+        m.insert("MEMORY".into(), js_number(self.host.total_mem as f64 / 1000.0 / 1000.0));
+        m.insert("HOSTNAME".into(), self.host.hostname.clone().into());
+        m.insert("CPUS".into(), if self.host.cpus.is_array() { self.host.cpus.clone() } else { Value::Array(vec![]) });
+        Value::Object(m)
+    }
+}
+
+/// A number as JS would print it: integers without `.0`.
+pub fn js_number(n: f64) -> Value {
+    if n.is_finite() && n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+        Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/etc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn missing_keys_in_js_order() {
+        let e = DaemonConfig::from_env(env(&[]), HostInfo::default()).unwrap_err();
+        assert_eq!(e.to_string(), "You must provide a PM2_MACHINE_NAME environment variable");
+        let e = DaemonConfig::from_env(env(&[("PM2_MACHINE_NAME", "m")]), HostInfo::default()).unwrap_err();
+        assert_eq!(e.to_string(), "You must provide a PM2_PUBLIC_KEY environment variable");
+        let e = DaemonConfig::from_env(env(&[("PM2_MACHINE_NAME", "m"), ("PM2_PUBLIC_KEY", "p")]), HostInfo::default()).unwrap_err();
+        assert_eq!(e.to_string(), "You must provide a PM2_SECRET_KEY environment variable");
+    }
+
+    #[test]
+    fn reads_env() {
+        let c = DaemonConfig::from_env(
+            env(&[
+                ("PM2_MACHINE_NAME", "m1"),
+                ("PM2_PUBLIC_KEY", "pub"),
+                ("PM2_SECRET_KEY", "sec"),
+                ("PM2_HOME", "/tmp/h"),
+                ("KEYMETRICS_NODE", "http://127.0.0.1:1"),
+                ("WS_JSON_PATCH", "false"),
+                ("PM2_STATUS_INTERVAL", "2000"),
+            ]),
+            HostInfo { total_mem: 25_276_510_208, hostname: "h".into(), ..Default::default() },
+        )
+        .unwrap();
+        assert_eq!(c.paths.interactor_sock, PathBuf::from("/tmp/h/interactor.sock"));
+        assert_eq!(c.root_url, "http://127.0.0.1:1");
+        assert!(c.ws_json_patch, "any non-empty value, even 'false'");
+        assert_eq!(c.status_interval, Duration::from_secs(2));
+        assert_eq!(c.identity.pm2_version, "0.0.0");
+        assert_eq!(
+            c.system_metadata().to_string(),
+            r#"{"MACHINE_NAME":"m1","PUBLIC_KEY":"pub","RECYCLE":false,"MEMORY":25276.510208,"HOSTNAME":"h","CPUS":[]}"#
+        );
+        assert!(!format!("{:?}", c.identity).contains("sec"));
+        let bad = DaemonConfig::from_env(
+            env(&[("PM2_MACHINE_NAME", "m"), ("PM2_PUBLIC_KEY", "p"), ("PM2_SECRET_KEY", "s"), ("PM2_STATUS_INTERVAL", "soon")]),
+            HostInfo::default(),
+        );
+        assert!(matches!(bad, Err(ConfigError::NotANumber { .. })));
+    }
+
+    #[test]
+    fn js_numbers() {
+        assert_eq!(js_number(1000.0).to_string(), "1000");
+        assert_eq!(js_number(0.5).to_string(), "0.5");
+        assert_eq!(js_number(f64::NAN), Value::Null);
+    }
+}

@@ -1,0 +1,265 @@
+//! The agent daemon's lifecycle, in the JS daemon's order:
+//! 1. bind `interactor.sock` (pm2-axon-rpc `kill`, `getInfos`) before
+//!    anything else, so the CLI can find and stop us at once;
+//! 2. verify with PM2.io (`verifyPM2`), retrying with a growing delay;
+//! 3. report the outcome to the parent (one IPC message);
+//! 4. connect the transporters and start the workers (status, bus events,
+//!    remote actions), and re-verify every minute;
+//! 5. on `kill` (or a host request), stop everything, remove our files and
+//!    exit 0; on a fatal verification outcome, exit 1.
+//!
+//! The host (Node, through the napi binding) receives [`HostEvent`]s: the
+//! IPC message to forward with `process.send`, and the exit code.
+
+pub mod rpc_server;
+pub mod verify;
+pub mod workers;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::DaemonConfig;
+use crate::net::NetOptions;
+use crate::transport::Endpoints;
+use verify::Verdict;
+
+/// Re-verification period (the JS daemon's `_workerEndpoint`).
+pub const REVERIFY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the daemon asks of its host process.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostEvent {
+    /// Forward to the parent through the IPC channel (`process.send`).
+    SendToParent(Value),
+    /// Verified and the workers are running (the JS `start(cb)` callback).
+    Started,
+    /// The daemon is done; exit the process with this code.
+    Exit(i32),
+}
+
+/// Why the daemon stops.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// `kill` over RPC or a clean host request: exit 0, remove our files.
+    Clean,
+    /// An error: exit 1, leave the files (as the JS daemon does).
+    Error(String),
+}
+
+/// State the `getInfos` RPC reads.
+#[derive(Default)]
+pub struct Status {
+    pub active: AtomicBool,
+    pub km_data: Mutex<Option<Value>>,
+    pub workers: Mutex<Option<workers::Workers>>,
+}
+
+/// A running daemon's control handle.
+#[derive(Clone)]
+pub struct DaemonHandle {
+    stop: watch::Sender<Option<Stop>>,
+}
+
+impl DaemonHandle {
+    /// Asks the daemon to stop (the JS `daemon.exit(err)`).
+    pub fn exit(&self, error: Option<String>) {
+        let stop = match error {
+            Some(e) => Stop::Error(e),
+            None => Stop::Clean,
+        };
+        let _ = self.stop.send(Some(stop));
+    }
+}
+
+/// Creates the daemon: its control handle, and the future that runs it to
+/// the end (ending with [`HostEvent::Exit`]). A panic inside is caught,
+/// logged and turned into exit code 1: it never unwinds into the host.
+pub fn start(cfg: DaemonConfig, host: mpsc::Sender<HostEvent>) -> (DaemonHandle, impl std::future::Future<Output = ()> + Send) {
+    use futures_util::FutureExt;
+    let (stop, stop_rx) = watch::channel(None);
+    let handle = DaemonHandle { stop: stop.clone() };
+    let fut = async move {
+        let run = std::panic::AssertUnwindSafe(run(Arc::new(cfg), host.clone(), stop, stop_rx));
+        let code = match run.catch_unwind().await {
+            Ok(code) => code,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!("-- FATAL EXCEPTION happened -- {what}");
+                1
+            }
+        };
+        let _ = host.send(HostEvent::Exit(code)).await;
+    };
+    (handle, fut)
+}
+
+async fn run(
+    cfg: Arc<DaemonConfig>,
+    host: mpsc::Sender<HostEvent>,
+    stop: watch::Sender<Option<Stop>>,
+    mut stop_rx: watch::Receiver<Option<Stop>>,
+) -> i32 {
+    tracing::info!(
+        machine_name = %cfg.identity.machine_name,
+        public_key = %cfg.identity.public_key,
+        root_url = %cfg.root_url,
+        pm2_home = %cfg.paths.pm2_home.display(),
+        "PM2 Agent v{} starting",
+        cfg.identity.agent_version
+    );
+    let status = Arc::new(Status::default());
+    let rpc = match rpc_server::bind(&cfg, status.clone(), stop.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot serve {}: {e}", cfg.paths.interactor_sock.display());
+            return 1;
+        }
+    };
+    let net = NetOptions::default();
+
+    // Verification, racing the stop signal so `kill` works at any time.
+    let verdict = tokio::select! {
+        v = verify_with_retries(&cfg, &net, &host) => Some(v),
+        _ = stop_rx.wait_for(Option::is_some) => None,
+    };
+    let code = match verdict {
+        None => 0,
+        Some(Err(msg)) => {
+            send_to_parent(&host, json!({"error": true, "msg": msg})).await;
+            let _ = stop.send(Some(Stop::Error("Error retrieving endpoints".into())));
+            1
+        }
+        Some(Ok(verdict)) => {
+            let km_data = match &verdict {
+                Verdict::Active { km_data, .. } | Verdict::Inactive { km_data, .. } => km_data.clone(),
+                Verdict::Retry { .. } => unreachable!("retries are exhausted inside verify_with_retries"),
+            };
+            *status.km_data.lock().unwrap_or_else(|e| e.into_inner()) = Some(km_data.clone());
+            if let Verdict::Active { .. } = verdict {
+                status.active.store(true, Ordering::SeqCst);
+            }
+            send_to_parent(&host, success_message(&cfg, &km_data)).await;
+            match verdict {
+                Verdict::Inactive { fatal: true, km_data } => {
+                    let msg = km_data.get("msg").map(|m| m.as_str().map(str::to_owned).unwrap_or(m.to_string()));
+                    tracing::error!("Error when connecting: {}", msg.unwrap_or_default());
+                    1
+                }
+                verdict => {
+                    let endpoints = match verdict {
+                        Verdict::Active { endpoints, .. } => Some(endpoints),
+                        _ => None,
+                    };
+                    let w = workers::Workers::start(cfg.clone(), endpoints);
+                    *status.workers.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
+                    let reverify = tokio::spawn(reverify_loop(cfg.clone(), net.clone(), status.clone(), w));
+                    let _ = host.send(HostEvent::Started).await;
+                    let _ = stop_rx.wait_for(Option::is_some).await;
+                    reverify.abort();
+                    match stop_rx.borrow().clone() {
+                        Some(Stop::Error(_)) => 1,
+                        _ => 0,
+                    }
+                }
+            }
+        }
+    };
+
+    // Shut down: workers, transporters, then our files and socket.
+    let workers = status.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(w) = workers {
+        w.stop().await;
+    }
+    let clean = matches!(*stop_rx.borrow(), Some(Stop::Clean) | None) && code == 0;
+    rpc.shutdown(clean, &cfg.paths).await;
+    tracing::info!(code, "PM2 Agent stopped");
+    code
+}
+
+/// Verifies until an answer the daemon can act on, or gives up after
+/// [`verify::MAX_RETRIES`] retries (`Err(message)`).
+async fn verify_with_retries(cfg: &DaemonConfig, net: &NetOptions, host: &mpsc::Sender<HostEvent>) -> Result<Verdict, String> {
+    let mut retries = 0;
+    let mut told_parent = false;
+    loop {
+        let verdict = verify::judge(verify::verify(cfg, net).await);
+        match verdict {
+            Verdict::Retry { reason, km_data } => {
+                // A disabled/pending bucket: tell the CLI now (it prints the
+                // matching message) instead of after minutes of retries.
+                if let (Some(km), false) = (km_data, told_parent) {
+                    told_parent = true;
+                    send_to_parent(host, success_message(cfg, &km)).await;
+                }
+                if retries >= verify::MAX_RETRIES {
+                    tracing::error!("Error retrieving endpoints: {reason}");
+                    return Err(reason);
+                }
+                retries += 1;
+                tracing::warn!(attempt = retries, "verifyPM2 failed: {reason}; retrying");
+                tokio::time::sleep(verify::RETRY_STEP * retries).await;
+            }
+            v => return Ok(v),
+        }
+    }
+}
+
+/// Every minute: ask again; reconnect when endpoints changed, disconnect
+/// when the bucket says error and inactive. Errors are only logged.
+async fn reverify_loop(cfg: Arc<DaemonConfig>, net: NetOptions, status: Arc<Status>, workers: workers::Workers) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + REVERIFY_INTERVAL, REVERIFY_INTERVAL);
+    loop {
+        tick.tick().await;
+        match verify::judge(verify::verify(&cfg, &net).await) {
+            Verdict::Retry { reason, .. } => tracing::debug!("re-verification failed: {reason}"),
+            Verdict::Inactive { km_data, fatal } => {
+                if fatal {
+                    tracing::warn!("PM2.io reports an error for this bucket; disconnecting");
+                    workers.disconnect_transports();
+                }
+                *status.km_data.lock().unwrap_or_else(|e| e.into_inner()) = Some(km_data);
+            }
+            Verdict::Active { km_data, endpoints } => {
+                *status.km_data.lock().unwrap_or_else(|e| e.into_inner()) = Some(km_data);
+                status.active.store(true, Ordering::SeqCst);
+                workers.connect_transports(&endpoints);
+            }
+        }
+    }
+}
+
+/// The IPC message of a completed verification (protocols.md §6).
+pub fn success_message(cfg: &DaemonConfig, km_data: &Value) -> Value {
+    json!({
+        "error": false,
+        "km_data": km_data,
+        "online": true,
+        "pid": std::process::id(),
+        "machine_name": cfg.identity.machine_name,
+        "public_key": cfg.identity.public_key,
+        "secret_key": cfg.identity.secret_key,
+    })
+}
+
+async fn send_to_parent(host: &mpsc::Sender<HostEvent>, msg: Value) {
+    if host.send(HostEvent::SendToParent(msg)).await.is_err() {
+        tracing::debug!("host gone; IPC message not delivered");
+    }
+}
+
+/// `remote_host` and friends read from the last verification.
+pub fn endpoints_of(km_data: &Value) -> Endpoints {
+    km_data
+        .get("endpoints")
+        .and_then(Value::as_object)
+        .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+        .unwrap_or_default()
+}

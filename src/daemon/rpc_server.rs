@@ -1,0 +1,101 @@
+//! `interactor.sock`: the pm2-axon-rpc server the CLI uses to find, query
+//! and stop the agent (`kill`, `getInfos`; protocols.md §3).
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::{Status, Stop};
+use crate::config::{DaemonConfig, Paths};
+use crate::socket::endpoint::{Endpoint, EndpointError};
+use crate::socket::rep::RepSocket;
+use crate::socket::rpc::RpcServer;
+
+pub struct InteractorRpc {
+    sock: RepSocket,
+}
+
+pub async fn bind(cfg: &Arc<DaemonConfig>, status: Arc<Status>, stop: watch::Sender<Option<Stop>>) -> Result<InteractorRpc, EndpointError> {
+    let server = RpcServer::new();
+    let stopper = stop.clone();
+    server.expose("kill", &["cb"], move |_| {
+        let stopper = stopper.clone();
+        async move {
+            tracing::info!("kill requested over interactor.sock");
+            // Reply first; the daemon then stops and removes its files. The
+            // reply is written before the socket closes (see shutdown()).
+            let _ = stopper.send(Some(Stop::Clean));
+            Ok(vec![])
+        }
+    });
+    let c = cfg.clone();
+    server.expose("getInfos", &["cb"], move |_| {
+        let cfg = c.clone();
+        let status = status.clone();
+        async move { Ok(infos(&cfg, &status).into_iter().collect()) }
+    });
+    let path = &cfg.paths.interactor_sock;
+    let sock = server.bind(&Endpoint::unix(path)).await?;
+    // Owner and group only: getInfos answers with the secret key.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    tracing::debug!(path = %path.display(), "interactor RPC bound");
+    Ok(InteractorRpc { sock })
+}
+
+/// The `getInfos` answer: nothing until the agent is active.
+fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
+    if !status.active.load(Ordering::SeqCst) {
+        return None;
+    }
+    let km = status.km_data.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or(Value::Null);
+    let workers = status.workers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (connected, transporters) = match &workers {
+        Some(w) => (w.is_connected(), w.active_transporters()),
+        None => (false, vec![]),
+    };
+    let mut v = json!({
+        "machine_name": cfg.identity.machine_name,
+        "public_key": cfg.identity.public_key,
+        "secret_key": cfg.identity.secret_key,
+        "remote_host": km.get("endpoints").and_then(|e| e.get("web")).cloned(),
+        "connected": connected,
+        "transporters": transporters,
+        "socket_path": cfg.paths.interactor_sock.display().to_string(),
+        "pm2_home_monitored": cfg.paths.pm2_home.display().to_string(),
+    });
+    // JS drops an undefined `remote_host`.
+    if v["remote_host"].is_null() {
+        v.as_object_mut().map(|o| o.remove("remote_host"));
+    }
+    if let Some(w) = &workers {
+        if let Some(err) = w.last_error() {
+            v["last_error"] = json!(err);
+        }
+    }
+    Some(v)
+}
+
+impl InteractorRpc {
+    /// Stops serving. On a clean stop, removes `interactor.sock`, and
+    /// `agent.pid` when it names this process (never another agent's).
+    pub async fn shutdown(self, clean: bool, paths: &Paths) {
+        // Let a pending `kill` reply reach the CLI (JS waits 10 ms too).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.sock.close();
+        if !clean {
+            return;
+        }
+        let _ = std::fs::remove_file(&paths.interactor_sock);
+        match std::fs::read_to_string(&paths.pid_file) {
+            Ok(pid) if pid.trim() == std::process::id().to_string() || pid.trim().is_empty() => {
+                let _ = std::fs::remove_file(&paths.pid_file);
+            }
+            Ok(other) => tracing::debug!(pid = other.trim(), "agent.pid names another process; kept"),
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `tracing` output for `agent.log`, filtered the way the JS agent's `debug`
+//! module filters: `DEBUG=interactor:*,-interactor:axon` enables debug
+//! lines per namespace. Info, warnings and errors are always written (they
+//! are the JS agent's `console.log`/`console.error`).
+//!
+//! Namespaces are the JS agent's names, derived from the Rust module path:
+//! `transport::websocket` → `interactor:websocket`, `pm2` →
+//! `interactor:pm2:client`, and so on.
+
+use std::sync::OnceLock;
+
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+/// The default of the JS client when `DEBUG` is unset.
+pub const DEFAULT_DEBUG: &str = "interactor:*,-interactor:axon,-interactor:websocket,-interactor:pm2:client,-interactor:push";
+
+/// A parsed `DEBUG` value.
+#[derive(Debug, Clone, Default)]
+pub struct DebugFilter {
+    enabled: Vec<String>,
+    disabled: Vec<String>,
+}
+
+impl DebugFilter {
+    pub fn parse(spec: &str) -> DebugFilter {
+        let mut f = DebugFilter::default();
+        for part in spec.split([',', ' ']).map(str::trim).filter(|p| !p.is_empty()) {
+            match part.strip_prefix('-') {
+                Some(neg) => f.disabled.push(neg.to_owned()),
+                None => f.enabled.push(part.to_owned()),
+            }
+        }
+        f
+    }
+
+    pub fn enabled(&self, namespace: &str) -> bool {
+        !self.disabled.iter().any(|p| glob(p, namespace)) && self.enabled.iter().any(|p| glob(p, namespace))
+    }
+}
+
+/// `debug`'s wildcard: `*` matches any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// The JS namespace of a tracing target (a module path of this crate).
+pub fn namespace(target: &str) -> String {
+    let path = target.strip_prefix("interactor::").unwrap_or(target);
+    let ns = match path.split("::").collect::<Vec<_>>().as_slice() {
+        ["transport", "websocket", ..] => "websocket".to_owned(),
+        ["transport", "axon", ..] => "axon".to_owned(),
+        ["pm2", ..] => "pm2:client".to_owned(),
+        ["push", ..] => "push".to_owned(),
+        ["reverse", ..] => "reverse".to_owned(),
+        ["daemon", "watchdog", ..] => "watchdog".to_owned(),
+        ["daemon", ..] => "daemon".to_owned(),
+        other => other.join(":"),
+    };
+    format!("interactor:{ns}")
+}
+
+/// Installs the process-wide subscriber once (later calls are no-ops).
+/// Lines go to stdout, which the CLI points at `agent.log`.
+pub fn init(debug: Option<&str>) {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let filter = DebugFilter::parse(debug.unwrap_or(""));
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+                if *meta.level() <= Level::INFO {
+                    return true;
+                }
+                filter.enabled(&namespace(meta.target()))
+            }));
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_patterns() {
+        let f = DebugFilter::parse(DEFAULT_DEBUG);
+        assert!(f.enabled("interactor:daemon"));
+        assert!(f.enabled("interactor:reverse"));
+        assert!(!f.enabled("interactor:websocket"));
+        assert!(!f.enabled("interactor:pm2:client"));
+        assert!(!f.enabled("other:thing"));
+        let f = DebugFilter::parse("interactor:*");
+        assert!(f.enabled("interactor:websocket"));
+        let f = DebugFilter::parse("");
+        assert!(!f.enabled("interactor:daemon"));
+        assert!(DebugFilter::parse("*").enabled("interactor:push"));
+        assert!(DebugFilter::parse("interactor:*:client").enabled("interactor:pm2:client"));
+    }
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(namespace("interactor::transport::websocket"), "interactor:websocket");
+        assert_eq!(namespace("interactor::pm2::bus"), "interactor:pm2:client");
+        assert_eq!(namespace("interactor::daemon::rpc"), "interactor:daemon");
+        assert_eq!(namespace("interactor::socket::req"), "interactor:socket:req");
+    }
+}
