@@ -9,6 +9,25 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The Rust daemon behind `src/InteractorDaemon.js`. */
+export declare class NativeDaemon {
+  /**
+   * Reads the configuration from `env` (the process environment) and
+   * `host` (`{cpus, totalmem, hostname, nodeVersion, execPath}`); throws
+   * the JS daemon's messages for missing keys.
+   */
+  constructor(env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string })
+  /**
+   * Starts the daemon; `onEvent` receives JSON strings:
+   * `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`.
+   */
+  start(onEvent: (json: string) => void): void
+  /** Asks the daemon to stop: cleanly (exit 0) or with an error (exit 1). */
+  exit(error?: string | undefined | null): void
+  /** `getSystemMetadata()`: the `data` sent to verifyPM2. */
+  systemMetadata(): any
+}
+
 /**
  * Whether something accepts connections on the axon socket at `path`
  * (the CLI's liveness probe of `interactor.sock`).

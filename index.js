@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeDaemon = nativeBinding.NativeDaemon
 module.exports.pingSocket = nativeBinding.pingSocket
 module.exports.rpcCall = nativeBinding.rpcCall
 module.exports.version = nativeBinding.version
