@@ -26,7 +26,8 @@ class InteractorDaemon {
       totalmem: os.totalmem(),
       hostname: os.hostname(),
       nodeVersion: process.version,
-      execPath: process.execPath
+      execPath: process.execPath,
+      configFile: path.join(__dirname, '..', 'config.json')
     })
     this.opts = {
       MACHINE_NAME: process.env.PM2_MACHINE_NAME,

@@ -68,7 +68,7 @@ impl NativeDaemon {
     /// Reads the configuration from `env` (the process environment) and
     /// `host` (`{cpus, totalmem, hostname, nodeVersion, execPath}`); throws
     /// the JS daemon's messages for missing keys.
-    #[napi(constructor, ts_args_type = "env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string }")]
+    #[napi(constructor, ts_args_type = "env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string, configFile?: string }")]
     pub fn new(env: HashMap<String, Option<String>>, host: Value) -> Result<Self> {
         let env: HashMap<String, String> = env.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
         let host = HostInfo {
@@ -77,6 +77,7 @@ impl NativeDaemon {
             hostname: host.get("hostname").and_then(Value::as_str).unwrap_or_default().to_owned(),
             node_version: host.get("nodeVersion").and_then(Value::as_str).unwrap_or_default().to_owned(),
             node_path: host.get("execPath").and_then(Value::as_str).map(Into::into),
+            config_file: host.get("configFile").and_then(Value::as_str).map(Into::into),
         };
         let cfg = DaemonConfig::from_env(env, host).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         Ok(NativeDaemon { cfg, handle: None })

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::transport::config::{self as transport_config, ConfigFileError, TransporterSettings};
 use crate::transport::Identity;
 
 /// Files and sockets under `PM2_HOME`.
@@ -57,6 +58,8 @@ pub struct HostInfo {
     pub node_version: String,
     /// `process.execPath`, to run PM2's CLI for the watchdog.
     pub node_path: Option<PathBuf>,
+    /// The package's `config.json` (transporters).
+    pub config_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -81,7 +84,9 @@ pub struct DaemonConfig {
     pub enable_context_on_error: bool,
     pub trace_flush_interval: Duration,
     pub pm2_binary_path: Option<PathBuf>,
-    /// The whole environment, for the transporter configuration.
+    /// Transporters from `config.json` and `AGENT_*` variables.
+    pub transporters: Vec<TransporterSettings>,
+    /// The whole environment (DEBUG, proxies, …).
     pub env: HashMap<String, String>,
 }
 
@@ -103,6 +108,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("KM_RECYCLE is not valid JSON: {0}")]
     Recycle(String),
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigFileError),
     #[error("{key} must be a number, got {value:?}")]
     NotANumber { key: String, value: String },
 }
@@ -138,7 +145,9 @@ impl DaemonConfig {
             Some(v) => v != "false" && v != "0",
             None => true,
         };
+        let transporters = transport_config::load(host.config_file.as_deref(), &env)?;
         Ok(DaemonConfig {
+            transporters,
             identity: Identity {
                 public_key,
                 secret_key,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub mod config;
 pub mod websocket;
 
 /// One message for PM2.io: `{"payload":…,"channel":…}` on the wire.
