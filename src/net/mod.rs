@@ -19,6 +19,9 @@ pub mod proxy;
 pub mod tls;
 pub mod url;
 
+#[cfg(test)]
+mod tests;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
