@@ -123,7 +123,7 @@ async fn run(
             return 1;
         }
     };
-    let net = NetOptions::default();
+    let net = NetOptions::from_env();
 
     // Verification, racing the stop signal so `kill` works at any time.
     let verdict = tokio::select! {

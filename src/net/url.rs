@@ -3,7 +3,7 @@
 
 use super::NetError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Url {
     /// Lowercase scheme: http, https, ws, wss, socks5, socks5h, …
     pub scheme: String,
@@ -25,7 +25,13 @@ impl Url {
             None => (rest, "/"),
         };
         let path = path.split('#').next().unwrap_or("/");
-        let path = if path.starts_with('?') { format!("/{path}") } else if path.is_empty() { "/".into() } else { path.to_owned() };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_owned()
+        };
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -53,7 +59,14 @@ impl Url {
             Some(p) if !p.is_empty() => p.parse().map_err(|_| bad())?,
             _ => default_port(&scheme).ok_or_else(bad)?,
         };
-        Ok(Url { scheme, username, password, host: host.to_ascii_lowercase(), port, path })
+        Ok(Url {
+            scheme,
+            username,
+            password,
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+        })
     }
 
     pub fn is_tls(&self) -> bool {
@@ -62,7 +75,11 @@ impl Url {
 
     /// `host:port` as written in a Host header (port omitted when default).
     pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if default_port(&self.scheme) == Some(self.port) {
             host
         } else {
@@ -73,9 +90,28 @@ impl Url {
     /// Joins a path onto this URL's base (used for `/api/node/verifyPM2`).
     pub fn join(&self, path: &str) -> Url {
         let mut u = self.clone();
-        let base = self.path.split('?').next().unwrap_or("/").trim_end_matches('/');
+        let base = self
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .trim_end_matches('/');
         u.path = format!("{base}{path}");
         u
+    }
+}
+
+impl std::fmt::Debug for Url {
+    /// Like the derived one, but a proxy password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Url")
+            .field("scheme", &self.scheme)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -120,16 +156,37 @@ mod tests {
     #[test]
     fn forms() {
         let u = Url::parse("https://root.keymetrics.io").unwrap();
-        assert_eq!((u.scheme.as_str(), u.host.as_str(), u.port, u.path.as_str()), ("https", "root.keymetrics.io", 443, "/"));
-        assert_eq!(u.join("/api/node/verifyPM2").to_string(), "https://root.keymetrics.io/api/node/verifyPM2");
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.port, u.path.as_str()),
+            ("https", "root.keymetrics.io", 443, "/")
+        );
+        assert_eq!(
+            u.join("/api/node/verifyPM2").to_string(),
+            "https://root.keymetrics.io/api/node/verifyPM2"
+        );
         let u = Url::parse("ws://127.0.0.1:4000/interaction?x=1").unwrap();
-        assert_eq!((u.port, u.path.as_str(), u.host_header()), (4000, "/interaction?x=1", "127.0.0.1:4000".into()));
+        assert_eq!(
+            (u.port, u.path.as_str(), u.host_header()),
+            (4000, "/interaction?x=1", "127.0.0.1:4000".into())
+        );
         let u = Url::parse("socks5://us%40r:p%3Ass@[::1]:1081").unwrap();
-        assert_eq!((u.username.as_deref(), u.password.as_deref(), u.host.as_str(), u.port), (Some("us@r"), Some("p:ss"), "::1", 1081));
+        assert_eq!(
+            (
+                u.username.as_deref(),
+                u.password.as_deref(),
+                u.host.as_str(),
+                u.port
+            ),
+            (Some("us@r"), Some("p:ss"), "::1", 1081)
+        );
         assert!(!u.to_string().contains("p:ss"));
+        assert!(!format!("{u:?}").contains("p:ss"));
         assert!(Url::parse("nope").is_err());
         assert!(Url::parse("ftp://x").is_err());
         assert!(Url::parse("http://:80").is_err());
-        assert_eq!(Url::parse("http://h:81/base/").unwrap().join("/api").path, "/base/api");
+        assert_eq!(
+            Url::parse("http://h:81/base/").unwrap().join("/api").path,
+            "/base/api"
+        );
     }
 }
