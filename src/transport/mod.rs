@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub mod json_patch;
 pub mod websocket;
 
 /// One message for PM2.io: `{"payload":…,"channel":…}` on the wire.
@@ -18,7 +19,10 @@ pub struct Packet {
 
 impl Packet {
     pub fn new(channel: impl Into<String>, payload: Value) -> Self {
-        Packet { channel: channel.into(), payload }
+        Packet {
+            channel: channel.into(),
+            payload,
+        }
     }
 }
 
@@ -60,7 +64,8 @@ pub trait Transporter: Send + Sync {
     /// Queues a packet (dropped/queued per the transporter's offline rules).
     fn send(&self, packet: Packet);
     fn is_connected(&self) -> bool;
-    /// Last connection problem, for `getInfos` and logs.
+    /// Most recent connection problem, for `getInfos` and logs; kept after
+    /// a recovery (`is_connected` says whether it still applies).
     fn last_error(&self) -> Option<String>;
 }
 
