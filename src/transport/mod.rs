@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 pub mod config;
+pub mod hub;
+pub mod json_patch;
 pub mod websocket;
 
 /// One message for PM2.io: `{"payload":…,"channel":…}` on the wire.
@@ -19,7 +21,10 @@ pub struct Packet {
 
 impl Packet {
     pub fn new(channel: impl Into<String>, payload: Value) -> Self {
-        Packet { channel: channel.into(), payload }
+        Packet {
+            channel: channel.into(),
+            payload,
+        }
     }
 }
 
@@ -61,8 +66,30 @@ pub trait Transporter: Send + Sync {
     /// Queues a packet (dropped/queued per the transporter's offline rules).
     fn send(&self, packet: Packet);
     fn is_connected(&self) -> bool;
-    /// Last connection problem, for `getInfos` and logs.
+    /// Most recent connection problem, for `getInfos` and logs; kept after
+    /// a recovery (`is_connected` says whether it still applies).
     fn last_error(&self) -> Option<String>;
+    /// Counters for `getInfos` and benchmarks.
+    fn stats(&self) -> TransportStats {
+        TransportStats::default()
+    }
+}
+
+/// Packet counters of one transporter since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Packets written to the wire (a `status:patch` counts as one).
+    pub sent: u64,
+    /// Packets waiting in the offline queue right now.
+    pub queued: u64,
+    /// Outbound packets that will never be sent: offline queue overflow,
+    /// `status`/`monitoring` while offline, a full send buffer, failed
+    /// status writes.
+    pub dropped: u64,
+    /// Inbound packets dropped because the consumer's channel was full.
+    pub inbound_dropped: u64,
+    /// Successful connections (handshakes), reconnects included.
+    pub connects: u64,
 }
 
 /// What a transporter connects to, after resolution against `Endpoints`:
