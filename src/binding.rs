@@ -38,16 +38,34 @@ fn endpoint(path: &str) -> Result<Endpoint> {
 pub async fn ping_socket(path: String, timeout_ms: Option<u32>) -> Result<bool> {
     let ep = endpoint(&path)?;
     let t = Duration::from_millis(timeout_ms.unwrap_or(1000) as u64);
-    Ok(matches!(tokio::time::timeout(t, ep.connect()).await, Ok(Ok(_))))
+    Ok(matches!(
+        tokio::time::timeout(t, ep.connect()).await,
+        Ok(Ok(_))
+    ))
 }
 
 /// One pm2-axon-rpc call on a fresh connection: resolves with the reply's
 /// arguments, rejects with the remote error's message.
-#[napi(ts_args_type = "path: string, method: string, args: any[], timeoutMs?: number", ts_return_type = "Promise<any[]>")]
-pub async fn rpc_call(path: String, method: String, args: Vec<Value>, timeout_ms: Option<u32>) -> Result<Vec<Value>> {
+#[napi(
+    ts_args_type = "path: string, method: string, args: any[], timeoutMs?: number",
+    ts_return_type = "Promise<any[]>"
+)]
+pub async fn rpc_call(
+    path: String,
+    method: String,
+    args: Vec<Value>,
+    timeout_ms: Option<u32>,
+) -> Result<Vec<Value>> {
     let ep = endpoint(&path)?;
     let t = Duration::from_millis(timeout_ms.unwrap_or(5000) as u64);
-    let client = RpcClient::connect(ep, ReqOptions { timeout: t, max_queued: 4, ..Default::default() });
+    let client = RpcClient::connect(
+        ep,
+        ReqOptions {
+            timeout: t,
+            max_queued: 4,
+            ..Default::default()
+        },
+    );
     let res = client.call(&method, args).await;
     client.close().await;
     res.map_err(|e| match e {
@@ -68,18 +86,36 @@ impl NativeDaemon {
     /// Reads the configuration from `env` (the process environment) and
     /// `host` (`{cpus, totalmem, hostname, nodeVersion, execPath}`); throws
     /// the JS daemon's messages for missing keys.
-    #[napi(constructor, ts_args_type = "env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string, configFile?: string }")]
+    #[napi(
+        constructor,
+        ts_args_type = "env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string, configFile?: string }"
+    )]
     pub fn new(env: HashMap<String, Option<String>>, host: Value) -> Result<Self> {
-        let env: HashMap<String, String> = env.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
         let host = HostInfo {
             cpus: host.get("cpus").cloned().unwrap_or(json!([])),
             total_mem: host.get("totalmem").and_then(Value::as_f64).unwrap_or(0.0) as u64,
-            hostname: host.get("hostname").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            node_version: host.get("nodeVersion").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            hostname: host
+                .get("hostname")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            node_version: host
+                .get("nodeVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             node_path: host.get("execPath").and_then(Value::as_str).map(Into::into),
-            config_file: host.get("configFile").and_then(Value::as_str).map(Into::into),
+            config_file: host
+                .get("configFile")
+                .and_then(Value::as_str)
+                .map(Into::into),
         };
-        let cfg = DaemonConfig::from_env(env, host).map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        let cfg = DaemonConfig::from_env(env, host)
+            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         Ok(NativeDaemon { cfg, handle: None })
     }
 

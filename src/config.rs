@@ -115,10 +115,14 @@ pub enum ConfigError {
 }
 
 impl DaemonConfig {
-    pub fn from_env(env: HashMap<String, String>, host: HostInfo) -> Result<DaemonConfig, ConfigError> {
+    pub fn from_env(
+        env: HashMap<String, String>,
+        host: HostInfo,
+    ) -> Result<DaemonConfig, ConfigError> {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         // Checked in this order, with these messages, like the JS daemon.
-        let machine_name = get("PM2_MACHINE_NAME").ok_or(ConfigError::Missing("PM2_MACHINE_NAME"))?;
+        let machine_name =
+            get("PM2_MACHINE_NAME").ok_or(ConfigError::Missing("PM2_MACHINE_NAME"))?;
         let public_key = get("PM2_PUBLIC_KEY").ok_or(ConfigError::Missing("PM2_PUBLIC_KEY"))?;
         let secret_key = get("PM2_SECRET_KEY").ok_or(ConfigError::Missing("PM2_SECRET_KEY"))?;
         let recycle = match get("KM_RECYCLE") {
@@ -131,9 +135,16 @@ impl DaemonConfig {
         };
         let number = |key: &str, default: u64| -> Result<u64, ConfigError> {
             match get(key) {
-                Some(v) => v.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64).ok_or(
-                    ConfigError::NotANumber { key: key.to_owned(), value: v },
-                ),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(|n| n as u64)
+                    .ok_or(ConfigError::NotANumber {
+                        key: key.to_owned(),
+                        value: v,
+                    }),
                 None => Ok(default),
             }
         };
@@ -141,7 +152,9 @@ impl DaemonConfig {
             Some(v) => v == "true",
             None => get("NODE_ENV").as_deref() == Some("local_test"),
         };
-        let enable_context_on_error = match get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR").or_else(|| get("PM2_ENABLE_CONTEXT_ON_ERROR")) {
+        let enable_context_on_error = match get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR")
+            .or_else(|| get("PM2_ENABLE_CONTEXT_ON_ERROR"))
+        {
             Some(v) => v != "false" && v != "0",
             None => true,
         };
@@ -169,7 +182,13 @@ impl DaemonConfig {
             logs_buffer: (number("PM2_LOGS_BUFFER", 8)? as usize).min(1000),
             context_on_error: (number("PM2_CONTEXT_ON_ERROR", 4)? as usize).min(100),
             enable_context_on_error,
-            trace_flush_interval: Duration::from_millis(number("PM2_TRACE_FLUSH_INTERVAL", if debugish { 1000 } else { 30_000 })?.max(100)),
+            trace_flush_interval: Duration::from_millis(
+                number(
+                    "PM2_TRACE_FLUSH_INTERVAL",
+                    if debugish { 1000 } else { 30_000 },
+                )?
+                .max(100),
+            ),
             pm2_binary_path: get("PM2_BINARY_PATH").map(PathBuf::from),
             env,
         })
@@ -179,15 +198,28 @@ impl DaemonConfig {
     /// order kept (the Axon handshake lower-cases these keys in this order).
     pub fn system_metadata(&self) -> Value {
         let mut m = serde_json::Map::new();
-        m.insert("MACHINE_NAME".into(), self.identity.machine_name.clone().into());
+        m.insert(
+            "MACHINE_NAME".into(),
+            self.identity.machine_name.clone().into(),
+        );
         m.insert("PUBLIC_KEY".into(), self.identity.public_key.clone().into());
         m.insert("RECYCLE".into(), self.recycle.clone());
         if let Some(v) = &self.pm2_version_env {
             m.insert("PM2_VERSION".into(), v.clone().into());
         }
-        m.insert("MEMORY".into(), js_number(self.host.total_mem as f64 / 1000.0 / 1000.0));
+        m.insert(
+            "MEMORY".into(),
+            js_number(self.host.total_mem as f64 / 1000.0 / 1000.0),
+        );
         m.insert("HOSTNAME".into(), self.host.hostname.clone().into());
-        m.insert("CPUS".into(), if self.host.cpus.is_array() { self.host.cpus.clone() } else { Value::Array(vec![]) });
+        m.insert(
+            "CPUS".into(),
+            if self.host.cpus.is_array() {
+                self.host.cpus.clone()
+            } else {
+                Value::Array(vec![])
+            },
+        );
         Value::Object(m)
     }
 }
@@ -197,12 +229,16 @@ pub fn js_number(n: f64) -> Value {
     if n.is_finite() && n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
         Value::from(n as i64)
     } else {
-        serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+        serde_json::Number::from_f64(n)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/etc"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc"))
 }
 
 #[cfg(test)]
@@ -210,17 +246,34 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn missing_keys_in_js_order() {
         let e = DaemonConfig::from_env(env(&[]), HostInfo::default()).unwrap_err();
-        assert_eq!(e.to_string(), "You must provide a PM2_MACHINE_NAME environment variable");
-        let e = DaemonConfig::from_env(env(&[("PM2_MACHINE_NAME", "m")]), HostInfo::default()).unwrap_err();
-        assert_eq!(e.to_string(), "You must provide a PM2_PUBLIC_KEY environment variable");
-        let e = DaemonConfig::from_env(env(&[("PM2_MACHINE_NAME", "m"), ("PM2_PUBLIC_KEY", "p")]), HostInfo::default()).unwrap_err();
-        assert_eq!(e.to_string(), "You must provide a PM2_SECRET_KEY environment variable");
+        assert_eq!(
+            e.to_string(),
+            "You must provide a PM2_MACHINE_NAME environment variable"
+        );
+        let e = DaemonConfig::from_env(env(&[("PM2_MACHINE_NAME", "m")]), HostInfo::default())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "You must provide a PM2_PUBLIC_KEY environment variable"
+        );
+        let e = DaemonConfig::from_env(
+            env(&[("PM2_MACHINE_NAME", "m"), ("PM2_PUBLIC_KEY", "p")]),
+            HostInfo::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "You must provide a PM2_SECRET_KEY environment variable"
+        );
     }
 
     #[test]
@@ -235,10 +288,17 @@ mod tests {
                 ("WS_JSON_PATCH", "false"),
                 ("PM2_STATUS_INTERVAL", "2000"),
             ]),
-            HostInfo { total_mem: 25_276_510_208, hostname: "h".into(), ..Default::default() },
+            HostInfo {
+                total_mem: 25_276_510_208,
+                hostname: "h".into(),
+                ..Default::default()
+            },
         )
         .unwrap();
-        assert_eq!(c.paths.interactor_sock, PathBuf::from("/tmp/h/interactor.sock"));
+        assert_eq!(
+            c.paths.interactor_sock,
+            PathBuf::from("/tmp/h/interactor.sock")
+        );
         assert_eq!(c.root_url, "http://127.0.0.1:1");
         assert!(c.ws_json_patch, "any non-empty value, even 'false'");
         assert_eq!(c.status_interval, Duration::from_secs(2));
@@ -249,7 +309,12 @@ mod tests {
         );
         assert!(!format!("{:?}", c.identity).contains("sec"));
         let bad = DaemonConfig::from_env(
-            env(&[("PM2_MACHINE_NAME", "m"), ("PM2_PUBLIC_KEY", "p"), ("PM2_SECRET_KEY", "s"), ("PM2_STATUS_INTERVAL", "soon")]),
+            env(&[
+                ("PM2_MACHINE_NAME", "m"),
+                ("PM2_PUBLIC_KEY", "p"),
+                ("PM2_SECRET_KEY", "s"),
+                ("PM2_STATUS_INTERVAL", "soon"),
+            ]),
             HostInfo::default(),
         );
         assert!(matches!(bad, Err(ConfigError::NotANumber { .. })));

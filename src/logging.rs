@@ -14,7 +14,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
 /// The default of the JS client when `DEBUG` is unset.
-pub const DEFAULT_DEBUG: &str = "interactor:*,-interactor:axon,-interactor:websocket,-interactor:pm2:client,-interactor:push";
+pub const DEFAULT_DEBUG: &str =
+    "interactor:*,-interactor:axon,-interactor:websocket,-interactor:pm2:client,-interactor:push";
 
 /// A parsed `DEBUG` value.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +27,11 @@ pub struct DebugFilter {
 impl DebugFilter {
     pub fn parse(spec: &str) -> DebugFilter {
         let mut f = DebugFilter::default();
-        for part in spec.split([',', ' ']).map(str::trim).filter(|p| !p.is_empty()) {
+        for part in spec
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             match part.strip_prefix('-') {
                 Some(neg) => f.disabled.push(neg.to_owned()),
                 None => f.enabled.push(part.to_owned()),
@@ -36,7 +41,8 @@ impl DebugFilter {
     }
 
     pub fn enabled(&self, namespace: &str) -> bool {
-        !self.disabled.iter().any(|p| glob(p, namespace)) && self.enabled.iter().any(|p| glob(p, namespace))
+        !self.disabled.iter().any(|p| glob(p, namespace))
+            && self.enabled.iter().any(|p| glob(p, namespace))
     }
 }
 
@@ -123,9 +129,15 @@ mod tests {
 
     #[test]
     fn namespaces() {
-        assert_eq!(namespace("interactor::transport::websocket"), "interactor:websocket");
+        assert_eq!(
+            namespace("interactor::transport::websocket"),
+            "interactor:websocket"
+        );
         assert_eq!(namespace("interactor::pm2::bus"), "interactor:pm2:client");
         assert_eq!(namespace("interactor::daemon::rpc"), "interactor:daemon");
-        assert_eq!(namespace("interactor::socket::req"), "interactor:socket:req");
+        assert_eq!(
+            namespace("interactor::socket::req"),
+            "interactor:socket:req"
+        );
     }
 }

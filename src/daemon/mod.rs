@@ -78,7 +78,10 @@ impl DaemonHandle {
 /// Creates the daemon: its control handle, and the future that runs it to
 /// the end (ending with [`HostEvent::Exit`]). A panic inside is caught,
 /// logged and turned into exit code 1: it never unwinds into the host.
-pub fn start(cfg: DaemonConfig, host: mpsc::Sender<HostEvent>) -> (DaemonHandle, impl std::future::Future<Output = ()> + Send) {
+pub fn start(
+    cfg: DaemonConfig,
+    host: mpsc::Sender<HostEvent>,
+) -> (DaemonHandle, impl std::future::Future<Output = ()> + Send) {
     use futures_util::FutureExt;
     let (stop, stop_rx) = watch::channel(None);
     let handle = DaemonHandle { stop: stop.clone() };
@@ -139,8 +142,12 @@ async fn run(
         }
         Some(Ok(verdict)) => {
             let km_data = match &verdict {
-                Verdict::Active { km_data, .. } | Verdict::Inactive { km_data, .. } => km_data.clone(),
-                Verdict::Retry { .. } => unreachable!("retries are exhausted inside verify_with_retries"),
+                Verdict::Active { km_data, .. } | Verdict::Inactive { km_data, .. } => {
+                    km_data.clone()
+                }
+                Verdict::Retry { .. } => {
+                    unreachable!("retries are exhausted inside verify_with_retries")
+                }
             };
             *status.km_data.lock().unwrap_or_else(|e| e.into_inner()) = Some(km_data.clone());
             if let Verdict::Active { .. } = verdict {
@@ -148,8 +155,13 @@ async fn run(
             }
             send_to_parent(&host, success_message(&cfg, &km_data)).await;
             match verdict {
-                Verdict::Inactive { fatal: true, km_data } => {
-                    let msg = km_data.get("msg").map(|m| m.as_str().map(str::to_owned).unwrap_or(m.to_string()));
+                Verdict::Inactive {
+                    fatal: true,
+                    km_data,
+                } => {
+                    let msg = km_data
+                        .get("msg")
+                        .map(|m| m.as_str().map(str::to_owned).unwrap_or(m.to_string()));
                     tracing::error!("Error when connecting: {}", msg.unwrap_or_default());
                     1
                 }
@@ -160,7 +172,8 @@ async fn run(
                     };
                     let w = workers::Workers::start(cfg.clone(), endpoints);
                     *status.workers.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
-                    let reverify = tokio::spawn(reverify_loop(cfg.clone(), net.clone(), status.clone(), w));
+                    let reverify =
+                        tokio::spawn(reverify_loop(cfg.clone(), net.clone(), status.clone(), w));
                     let _ = host.send(HostEvent::Started).await;
                     let _ = stop_rx.wait_for(Option::is_some).await;
                     reverify.abort();
@@ -174,7 +187,11 @@ async fn run(
     };
 
     // Shut down: workers, transporters, then our files and socket.
-    let workers = status.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let workers = status
+        .workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     if let Some(w) = workers {
         w.stop().await;
     }
@@ -186,7 +203,11 @@ async fn run(
 
 /// Verifies until an answer the daemon can act on, or gives up after
 /// [`verify::MAX_RETRIES`] retries (`Err(message)`).
-async fn verify_with_retries(cfg: &DaemonConfig, net: &NetOptions, host: &mpsc::Sender<HostEvent>) -> Result<Verdict, String> {
+async fn verify_with_retries(
+    cfg: &DaemonConfig,
+    net: &NetOptions,
+    host: &mpsc::Sender<HostEvent>,
+) -> Result<Verdict, String> {
     let mut retries = 0;
     let mut told_parent = false;
     loop {
@@ -214,8 +235,16 @@ async fn verify_with_retries(cfg: &DaemonConfig, net: &NetOptions, host: &mpsc::
 
 /// Every minute: ask again; reconnect when endpoints changed, disconnect
 /// when the bucket says error and inactive. Errors are only logged.
-async fn reverify_loop(cfg: Arc<DaemonConfig>, net: NetOptions, status: Arc<Status>, workers: workers::Workers) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + REVERIFY_INTERVAL, REVERIFY_INTERVAL);
+async fn reverify_loop(
+    cfg: Arc<DaemonConfig>,
+    net: NetOptions,
+    status: Arc<Status>,
+    workers: workers::Workers,
+) {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + REVERIFY_INTERVAL,
+        REVERIFY_INTERVAL,
+    );
     loop {
         tick.tick().await;
         match verify::judge(verify::verify(&cfg, &net).await) {
@@ -260,6 +289,10 @@ pub fn endpoints_of(km_data: &Value) -> Endpoints {
     km_data
         .get("endpoints")
         .and_then(Value::as_object)
-        .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect()
+        })
         .unwrap_or_default()
 }

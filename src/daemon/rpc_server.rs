@@ -19,7 +19,11 @@ pub struct InteractorRpc {
     sock: RepSocket,
 }
 
-pub async fn bind(cfg: &Arc<DaemonConfig>, status: Arc<Status>, stop: watch::Sender<Option<Stop>>) -> Result<InteractorRpc, EndpointError> {
+pub async fn bind(
+    cfg: &Arc<DaemonConfig>,
+    status: Arc<Status>,
+    stop: watch::Sender<Option<Stop>>,
+) -> Result<InteractorRpc, EndpointError> {
     let server = RpcServer::new();
     let stopper = stop.clone();
     server.expose("kill", &["cb"], move |_| {
@@ -51,8 +55,17 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
     if !status.active.load(Ordering::SeqCst) {
         return None;
     }
-    let km = status.km_data.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or(Value::Null);
-    let workers = status.workers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let km = status
+        .km_data
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or(Value::Null);
+    let workers = status
+        .workers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let (connected, transporters) = match &workers {
         Some(w) => (w.is_connected(), w.active_transporters()),
         None => (false, vec![]),
@@ -94,7 +107,9 @@ impl InteractorRpc {
             Ok(pid) if pid.trim() == std::process::id().to_string() || pid.trim().is_empty() => {
                 let _ = std::fs::remove_file(&paths.pid_file);
             }
-            Ok(other) => tracing::debug!(pid = other.trim(), "agent.pid names another process; kept"),
+            Ok(other) => {
+                tracing::debug!(pid = other.trim(), "agent.pid names another process; kept")
+            }
             Err(_) => {}
         }
     }

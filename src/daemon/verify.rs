@@ -23,33 +23,62 @@ pub const REFUSED: &str =
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Try again later; the text says why.
-    Retry { reason: String, km_data: Option<Value> },
+    Retry {
+        reason: String,
+        km_data: Option<Value>,
+    },
     /// `active === false`: report to the parent; exit 1 when `error === true`.
     Inactive { km_data: Value, fatal: bool },
     /// Connect the transporters to these endpoints.
-    Active { km_data: Value, endpoints: Endpoints },
+    Active {
+        km_data: Value,
+        endpoints: Endpoints,
+    },
 }
 
 pub fn judge(answer: Result<Value, String>) -> Verdict {
     let data = match answer {
         Ok(v) => v,
-        Err(reason) => return Verdict::Retry { reason, km_data: None },
+        Err(reason) => {
+            return Verdict::Retry {
+                reason,
+                km_data: None,
+            }
+        }
     };
     let Some(obj) = data.as_object() else {
-        return Verdict::Retry { reason: format!("verifyPM2 answered {data} (not an object)"), km_data: None };
+        return Verdict::Retry {
+            reason: format!("verifyPM2 answered {data} (not an object)"),
+            km_data: None,
+        };
     };
     let flag = |k: &str| obj.get(k) == Some(&Value::Bool(true));
     if flag("disabled") || flag("pending") {
-        return Verdict::Retry { reason: REFUSED.into(), km_data: Some(data.clone()) };
+        return Verdict::Retry {
+            reason: REFUSED.into(),
+            km_data: Some(data.clone()),
+        };
     }
     if obj.get("active") == Some(&Value::Bool(false)) {
-        return Verdict::Inactive { fatal: flag("error"), km_data: data.clone() };
+        return Verdict::Inactive {
+            fatal: flag("error"),
+            km_data: data.clone(),
+        };
     }
     let Some(Value::Object(eps)) = obj.get("endpoints") else {
-        return Verdict::Retry { reason: format!("Endpoints field not present ({data})"), km_data: None };
+        return Verdict::Retry {
+            reason: format!("Endpoints field not present ({data})"),
+            km_data: None,
+        };
     };
-    let endpoints = eps.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect();
-    Verdict::Active { km_data: data.clone(), endpoints }
+    let endpoints = eps
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+        .collect();
+    Verdict::Active {
+        km_data: data.clone(),
+        endpoints,
+    }
 }
 
 /// The request body: keys, then the system metadata.
@@ -66,9 +95,19 @@ pub fn body(cfg: &DaemonConfig) -> Value {
 pub async fn verify(cfg: &DaemonConfig, opts: &NetOptions) -> Result<Value, String> {
     let base = Url::parse(&normalise_root(&cfg.root_url)).map_err(|e| e.to_string())?;
     let url = base.join("/api/node/verifyPM2");
-    let headers = vec![("User-Agent".to_owned(), format!("PM2 Agent v{}", cfg.identity.agent_version))];
-    let res = http::post_json(&url, &body(cfg), &headers, opts).await.map_err(|e: net::NetError| e.to_string())?;
-    serde_json::from_slice(&res.body).map_err(|e| format!("verifyPM2 answered HTTP {} with a body that is not JSON ({e})", res.status))
+    let headers = vec![(
+        "User-Agent".to_owned(),
+        format!("PM2 Agent v{}", cfg.identity.agent_version),
+    )];
+    let res = http::post_json(&url, &body(cfg), &headers, opts)
+        .await
+        .map_err(|e: net::NetError| e.to_string())?;
+    serde_json::from_slice(&res.body).map_err(|e| {
+        format!(
+            "verifyPM2 answered HTTP {} with a body that is not JSON ({e})",
+            res.status
+        )
+    })
 }
 
 /// The CLI prefixes `https://` when the stored value has no `http`.
@@ -86,7 +125,10 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert!(matches!(judge(Err("refused".into())), Verdict::Retry { .. }));
+        assert!(matches!(
+            judge(Err("refused".into())),
+            Verdict::Retry { .. }
+        ));
         assert!(matches!(judge(Ok(json!(null))), Verdict::Retry { .. }));
         match judge(Ok(json!({"disabled": true, "active": true}))) {
             Verdict::Retry { reason, km_data } => {
@@ -95,14 +137,27 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
-        assert!(matches!(judge(Ok(json!({"pending": true}))), Verdict::Retry { .. }));
-        assert!(matches!(judge(Ok(json!({"active": false, "error": true, "msg": "x"}))), Verdict::Inactive { fatal: true, .. }));
-        assert!(matches!(judge(Ok(json!({"active": false}))), Verdict::Inactive { fatal: false, .. }));
+        assert!(matches!(
+            judge(Ok(json!({"pending": true}))),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            judge(Ok(json!({"active": false, "error": true, "msg": "x"}))),
+            Verdict::Inactive { fatal: true, .. }
+        ));
+        assert!(matches!(
+            judge(Ok(json!({"active": false}))),
+            Verdict::Inactive { fatal: false, .. }
+        ));
         match judge(Ok(json!({"active": true}))) {
-            Verdict::Retry { reason, .. } => assert!(reason.starts_with("Endpoints field not present ({")),
+            Verdict::Retry { reason, .. } => {
+                assert!(reason.starts_with("Endpoints field not present ({"))
+            }
             v => panic!("{v:?}"),
         }
-        match judge(Ok(json!({"active": true, "endpoints": {"ws": "ws://x", "web": "http://w", "n": 1}}))) {
+        match judge(Ok(
+            json!({"active": true, "endpoints": {"ws": "ws://x", "web": "http://w", "n": 1}}),
+        )) {
             Verdict::Active { endpoints, .. } => {
                 assert_eq!(endpoints.get("ws").map(String::as_str), Some("ws://x"));
                 assert!(!endpoints.contains_key("n"));
@@ -113,7 +168,10 @@ mod tests {
 
     #[test]
     fn roots() {
-        assert_eq!(normalise_root("root.keymetrics.io"), "https://root.keymetrics.io");
+        assert_eq!(
+            normalise_root("root.keymetrics.io"),
+            "https://root.keymetrics.io"
+        );
         assert_eq!(normalise_root("http://127.0.0.1:3"), "http://127.0.0.1:3");
     }
 }

@@ -137,7 +137,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -156,7 +159,10 @@ mod tests {
     #[test]
     fn forms() {
         // A `%` before a multi-byte character is kept, not sliced through.
-        assert_eq!(Url::parse("ws://%aé@h/").unwrap().username.as_deref(), Some("%aé"));
+        assert_eq!(
+            Url::parse("ws://%aé@h/").unwrap().username.as_deref(),
+            Some("%aé")
+        );
         let u = Url::parse("https://root.keymetrics.io").unwrap();
         assert_eq!(
             (u.scheme.as_str(), u.host.as_str(), u.port, u.path.as_str()),

@@ -27,7 +27,12 @@ impl Pm2Client {
     pub fn connect(rpc_sock: &Path, pub_sock: &Path) -> Pm2Client {
         let rpc = RpcClient::connect(
             Endpoint::unix(rpc_sock),
-            ReqOptions { timeout: RPC_TIMEOUT, max_queued: 256, max_pending: 256, ..Default::default() },
+            ReqOptions {
+                timeout: RPC_TIMEOUT,
+                max_queued: 256,
+                max_pending: 256,
+                ..Default::default()
+            },
         );
         let bus = SubEmitter::connect(Endpoint::unix(pub_sock), amp::DEFAULT_MAX_FRAME);
         Pm2Client { rpc, bus }
@@ -41,10 +46,14 @@ impl Pm2Client {
 
     /// `getMonitorData({})`: every process with its `pm2_env` and `monit`.
     pub async fn get_monitor_data(&self) -> Result<Vec<Value>, RpcError> {
-        let reply = self.call("getMonitorData", vec![Value::Object(Default::default())]).await?;
+        let reply = self
+            .call("getMonitorData", vec![Value::Object(Default::default())])
+            .await?;
         match reply.into_iter().next() {
             Some(Value::Array(procs)) => Ok(procs),
-            _ => Err(RpcError::Malformed("getMonitorData did not return a list".into())),
+            _ => Err(RpcError::Malformed(
+                "getMonitorData did not return a list".into(),
+            )),
         }
     }
 

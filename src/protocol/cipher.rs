@@ -89,17 +89,26 @@ mod tests {
 
     // Vectors from protocols.md §5 (Node's createCipher with 'secret-key-123').
     const VECTORS: &[(&str, &str)] = &[
-        (r#"{"machine_name":"m1"}"#, "20cc88ff46886de5293d36ad4f8ff585db9214355001f419c7ef37409caa3665"),
+        (
+            r#"{"machine_name":"m1"}"#,
+            "20cc88ff46886de5293d36ad4f8ff585db9214355001f419c7ef37409caa3665",
+        ),
         ("hello", "47fce5eea52120b285f62c79da28e85a"),
         ("", "525935fbc88bb0587df6f7cdddc5eac8"),
-        ("0123456789abcdef", "26ca778d349cfed068d4e8af1341688e2a398f5d5ead29b629c95de83d3b7345"),
+        (
+            "0123456789abcdef",
+            "26ca778d349cfed068d4e8af1341688e2a398f5d5ead29b629c95de83d3b7345",
+        ),
         ("é€", "c8dd9680a9ff7c6cc1b80fc7b95cd31c"),
     ];
 
     #[test]
     fn key_derivation() {
         let c = Cipher::new("secret-key-123");
-        assert_eq!(hex::encode(c.key), "30b7081680c1c64494e213492601b75f34b241624496a94d0fd0d370e6e0629e");
+        assert_eq!(
+            hex::encode(c.key),
+            "30b7081680c1c64494e213492601b75f34b241624496a94d0fd0d370e6e0629e"
+        );
         assert_eq!(hex::encode(c.iv), "7e73f5d10dcbee8f94a1b3a96e8afaf7");
     }
 
@@ -118,16 +127,28 @@ mod tests {
         let v = c
             .decrypt_json("29c1278a35ca413a97a70966f499e037528a7b4455f58e115b0d3eea906b677fddd888f3401ad635d9fa62699ed78e3d66ecb686bece565673fb934ba6c64488")
             .unwrap();
-        assert_eq!(v, serde_json::json!({"method_name":"ping","parameters":{"name":"app"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"method_name":"ping","parameters":{"name":"app"}})
+        );
     }
 
     #[test]
     fn bad_input_is_typed() {
         let c = Cipher::new("k");
         assert!(matches!(c.decrypt_hex("zz"), Err(CipherError::NotHex)));
-        assert!(matches!(c.decrypt_hex("abcd"), Err(CipherError::BadPadding)));
-        assert!(matches!(Cipher::new("other").decrypt_hex(&c.encrypt_hex("hello world")), Err(_)));
-        assert!(matches!(c.decrypt_json(&c.encrypt_hex("{nope")), Err(CipherError::NotJson(_))));
+        assert!(matches!(
+            c.decrypt_hex("abcd"),
+            Err(CipherError::BadPadding)
+        ));
+        assert!(matches!(
+            Cipher::new("other").decrypt_hex(&c.encrypt_hex("hello world")),
+            Err(_)
+        ));
+        assert!(matches!(
+            c.decrypt_json(&c.encrypt_hex("{nope")),
+            Err(CipherError::NotJson(_))
+        ));
         assert!(format!("{c:?}").find("k").is_none() || format!("{c:?}") == "Cipher(..)");
     }
 

@@ -18,7 +18,11 @@ pub enum IpcError {
 /// Node's internals and never reach `'message'`, so they are refused.
 pub fn encode(msg: &Value) -> Result<String, IpcError> {
     let obj = msg.as_object().ok_or(IpcError::NotObject)?;
-    if obj.get("cmd").and_then(Value::as_str).is_some_and(|c| c.starts_with("NODE_")) {
+    if obj
+        .get("cmd")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c.starts_with("NODE_"))
+    {
         return Err(IpcError::Reserved);
     }
     let mut line = msg.to_string();
@@ -38,10 +42,19 @@ mod tests {
 
     #[test]
     fn captured() {
-        assert_eq!(hex::encode(encode(&json!({"hello":"child","n":1})).unwrap()), "7b2268656c6c6f223a226368696c64222c226e223a317d0a");
+        assert_eq!(
+            hex::encode(encode(&json!({"hello":"child","n":1})).unwrap()),
+            "7b2268656c6c6f223a226368696c64222c226e223a317d0a"
+        );
         assert!(matches!(encode(&json!([1])), Err(IpcError::NotObject)));
-        assert!(matches!(encode(&json!({"cmd":"NODE_HANDLE"})), Err(IpcError::Reserved)));
-        assert_eq!(decode(br#"{"error":false}"#).unwrap(), json!({"error":false}));
+        assert!(matches!(
+            encode(&json!({"cmd":"NODE_HANDLE"})),
+            Err(IpcError::Reserved)
+        ));
+        assert_eq!(
+            decode(br#"{"error":false}"#).unwrap(),
+            json!({"error":false})
+        );
         assert!(decode(b"{").is_err());
     }
 }

@@ -19,7 +19,10 @@ pub struct LineFramer {
 
 impl LineFramer {
     pub fn new(max: usize) -> Self {
-        LineFramer { max, discarding: false }
+        LineFramer {
+            max,
+            discarding: false,
+        }
     }
 
     /// Takes the next complete line (without its `\n`) out of `buf`.

@@ -47,7 +47,10 @@ pub fn encode(event: &str, data: Option<&Value>) -> String {
 
 /// Encodes `send([seg, …], data)`.
 pub fn encode_path(path: &[&str], data: Option<&Value>) -> String {
-    let mut items: Vec<Value> = path.iter().map(|s| Value::String((*s).to_owned())).collect();
+    let mut items: Vec<Value> = path
+        .iter()
+        .map(|s| Value::String((*s).to_owned()))
+        .collect();
     match data {
         None => items.push(Value::Null),
         Some(Value::Array(a)) => items.extend(a.iter().cloned()),
@@ -88,13 +91,19 @@ mod tests {
 
     #[test]
     fn captured_lines() {
-        assert_eq!(hex::encode(encode("ask", None)), "5b2261736b222c6e756c6c5d0a");
+        assert_eq!(
+            hex::encode(encode("ask", None)),
+            "5b2261736b222c6e756c6c5d0a"
+        );
         assert_eq!(
             encode("ask:rep", Some(&json!({"data":"abcd","public_key":"pk"}))),
             "[\"ask:rep\",{\"data\":\"abcd\",\"public_key\":\"pk\"}]\n"
         );
         assert_eq!(encode("a::b", Some(&json!(1))), "[\"a\",\"b\",1]\n");
-        assert_eq!(encode_path(&["x", "y"], Some(&json!("str"))), "[\"x\",\"y\",\"str\"]\n");
+        assert_eq!(
+            encode_path(&["x", "y"], Some(&json!("str"))),
+            "[\"x\",\"y\",\"str\"]\n"
+        );
         assert_eq!(encode("arr", Some(&json!([1, 2]))), "[\"arr\",1,2]\n");
     }
 
@@ -105,7 +114,10 @@ mod tests {
         assert_eq!(m.data, json!("abc"));
         // JS would emit ['data','arr',1] here; a non-string segment names
         // no event the agent handles, so it is a typed error.
-        assert!(matches!(decode(br#"["arr",1,2]"#), Err(NsError::NonStringSegment(1))));
+        assert!(matches!(
+            decode(br#"["arr",1,2]"#),
+            Err(NsError::NonStringSegment(1))
+        ));
         let m = decode(br#"["a","b",null]"#).unwrap();
         assert_eq!(m.event(), "a::b");
         assert_eq!(m.data, Value::Null);
@@ -116,9 +128,15 @@ mod tests {
         assert!(matches!(decode(b"{"), Err(NsError::NotJson(_))));
         assert!(matches!(decode(b"{}"), Err(NsError::NotArray)));
         assert!(matches!(decode(b"[\"only\"]"), Err(NsError::NoEvent)));
-        assert!(matches!(decode(b"[1,2]"), Err(NsError::NonStringSegment(0))));
+        assert!(matches!(
+            decode(b"[1,2]"),
+            Err(NsError::NonStringSegment(0))
+        ));
         let long = format!("[{}1]", "\"a\",".repeat(40));
         assert!(matches!(decode(long.as_bytes()), Err(NsError::PathTooLong)));
-        assert!(matches!(decode(&[b'[', 0xff, b']']), Err(NsError::NotJson(_))));
+        assert!(matches!(
+            decode(&[b'[', 0xff, b']']),
+            Err(NsError::NotJson(_))
+        ));
     }
 }

@@ -147,8 +147,14 @@ pub fn decode_call_reply(msg: Value) -> Result<Result<Vec<Value>, RemoteError>, 
             Value::String(s) => s.clone(),
             other => js_string(other),
         };
-        let stack = o.remove("stack").and_then(|s| s.as_str().map(str::to_owned));
-        return Ok(Err(RemoteError { message, error, stack }));
+        let stack = o
+            .remove("stack")
+            .and_then(|s| s.as_str().map(str::to_owned));
+        return Ok(Err(RemoteError {
+            message,
+            error,
+            stack,
+        }));
     }
     match o.remove("args") {
         Some(Value::Array(a)) => Ok(Ok(a)),
@@ -166,11 +172,19 @@ pub fn decode_methods_reply(msg: &Value) -> Result<Vec<MethodDescription>, RpcDe
     Ok(methods
         .iter()
         .map(|(name, d)| MethodDescription {
-            name: d.get("name").and_then(Value::as_str).unwrap_or(name).to_owned(),
+            name: d
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(name)
+                .to_owned(),
             params: d
                 .get("params")
                 .and_then(Value::as_array)
-                .map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
         .collect())
@@ -181,7 +195,17 @@ fn js_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Object(_) => "[object Object]".into(),
-        Value::Array(a) => a.iter().map(|x| if x.is_null() { String::new() } else { js_string(x) }).collect::<Vec<_>>().join(","),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                if x.is_null() {
+                    String::new()
+                } else {
+                    js_string(x)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     }
 }
@@ -192,39 +216,90 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(encode_request(&Request::Methods).to_string(), r#"{"type":"methods"}"#);
-        let call = Request::Call { method: "ping".into(), args: vec![json!({})] };
-        assert_eq!(encode_request(&call).to_string(), r#"{"type":"call","method":"ping","args":[{}]}"#);
+        assert_eq!(
+            encode_request(&Request::Methods).to_string(),
+            r#"{"type":"methods"}"#
+        );
+        let call = Request::Call {
+            method: "ping".into(),
+            args: vec![json!({})],
+        };
+        assert_eq!(
+            encode_request(&call).to_string(),
+            r#"{"type":"call","method":"ping","args":[{}]}"#
+        );
         assert_eq!(decode_request(&encode_request(&call)).unwrap(), call);
-        assert_eq!(decode_request(&json!({"type":"methods"})).unwrap(), Request::Methods);
-        assert_eq!(decode_request(&json!({"type":"call"})), Err(CallRejection::MethodRequired));
-        assert_eq!(decode_request(&json!("garbage")), Err(CallRejection::MethodRequired));
-        assert_eq!(decode_request(&json!({"method":"x"})), Err(CallRejection::ArgsRequired));
-        assert_eq!(decode_request(&json!({"method":"x","args":{"a":1}})), Err(CallRejection::ArgsNotArray));
-        assert_eq!(rejection_reply(&CallRejection::MethodRequired).to_string(), r#"{"error":".method required"}"#);
-        assert_eq!(unknown_method_reply("X").to_string(), r#"{"error":"method \"X\" does not exist"}"#);
+        assert_eq!(
+            decode_request(&json!({"type":"methods"})).unwrap(),
+            Request::Methods
+        );
+        assert_eq!(
+            decode_request(&json!({"type":"call"})),
+            Err(CallRejection::MethodRequired)
+        );
+        assert_eq!(
+            decode_request(&json!("garbage")),
+            Err(CallRejection::MethodRequired)
+        );
+        assert_eq!(
+            decode_request(&json!({"method":"x"})),
+            Err(CallRejection::ArgsRequired)
+        );
+        assert_eq!(
+            decode_request(&json!({"method":"x","args":{"a":1}})),
+            Err(CallRejection::ArgsNotArray)
+        );
+        assert_eq!(
+            rejection_reply(&CallRejection::MethodRequired).to_string(),
+            r#"{"error":".method required"}"#
+        );
+        assert_eq!(
+            unknown_method_reply("X").to_string(),
+            r#"{"error":"method \"X\" does not exist"}"#
+        );
     }
 
     #[test]
     fn replies() {
-        assert_eq!(decode_call_reply(json!({"args":[3,"two"]})).unwrap().unwrap(), vec![json!(3), json!("two")]);
-        let e = decode_call_reply(json!({"error":"boom","stack":"Error: boom\n    at x"})).unwrap().unwrap_err();
+        assert_eq!(
+            decode_call_reply(json!({"args":[3,"two"]}))
+                .unwrap()
+                .unwrap(),
+            vec![json!(3), json!("two")]
+        );
+        let e = decode_call_reply(json!({"error":"boom","stack":"Error: boom\n    at x"}))
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.message, "boom");
         assert_eq!(e.stack.as_deref(), Some("Error: boom\n    at x"));
-        assert_eq!(error_reply(&e), json!({"error":"boom","stack":"Error: boom\n    at x"}));
-        let e = decode_call_reply(json!({"error":{"code":1}})).unwrap().unwrap_err();
+        assert_eq!(
+            error_reply(&e),
+            json!({"error":"boom","stack":"Error: boom\n    at x"})
+        );
+        let e = decode_call_reply(json!({"error":{"code":1}}))
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.message, "[object Object]");
         assert_eq!(error_reply(&e), json!({"error":{"code":1}}));
         assert_eq!(decode_call_reply(json!([])), Err(RpcDecodeError::NotObject));
         assert_eq!(decode_call_reply(json!({})), Err(RpcDecodeError::NoResult));
-        assert_eq!(decode_call_reply(json!({"args":1})), Err(RpcDecodeError::ArgsNotArray));
+        assert_eq!(
+            decode_call_reply(json!({"args":1})),
+            Err(RpcDecodeError::ArgsNotArray)
+        );
     }
 
     #[test]
     fn methods() {
         let d = vec![
-            MethodDescription { name: "kill".into(), params: vec!["cb".into()] },
-            MethodDescription { name: "getInfos".into(), params: vec!["cb".into()] },
+            MethodDescription {
+                name: "kill".into(),
+                params: vec!["cb".into()],
+            },
+            MethodDescription {
+                name: "getInfos".into(),
+                params: vec!["cb".into()],
+            },
         ];
         let reply = methods_reply(&d);
         assert_eq!(
@@ -232,6 +307,9 @@ mod tests {
             r#"{"methods":{"kill":{"name":"kill","params":["cb"]},"getInfos":{"name":"getInfos","params":["cb"]}}}"#
         );
         assert_eq!(decode_methods_reply(&reply).unwrap(), d);
-        assert_eq!(decode_methods_reply(&json!({})), Err(RpcDecodeError::NoResult));
+        assert_eq!(
+            decode_methods_reply(&json!({})),
+            Err(RpcDecodeError::NoResult)
+        );
     }
 }

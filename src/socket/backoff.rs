@@ -19,7 +19,11 @@ impl Backoff {
 
     pub fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.as_millis().max(1) as f64;
-        Backoff { initial, max: max.as_millis() as f64, next: initial }
+        Backoff {
+            initial,
+            max: max.as_millis() as f64,
+            next: initial,
+        }
     }
 
     /// The delay to wait now; grows the next one.
@@ -42,7 +46,10 @@ mod tests {
     fn axon_schedule() {
         let mut b = Backoff::axon();
         let got: Vec<u64> = (0..13).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(got, [100, 150, 225, 338, 506, 759, 1139, 1709, 2563, 3844, 5000, 5000, 5000]);
+        assert_eq!(
+            got,
+            [100, 150, 225, 338, 506, 759, 1139, 1709, 2563, 3844, 5000, 5000, 5000]
+        );
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
     }

@@ -32,7 +32,12 @@ pub struct AmpReader<R> {
 
 impl<R: AsyncRead + Unpin> AmpReader<R> {
     pub fn new(inner: R, max_frame: usize) -> Self {
-        AmpReader { inner, buf: BytesMut::with_capacity(4096), max_frame, skipped: 0 }
+        AmpReader {
+            inner,
+            buf: BytesMut::with_capacity(4096),
+            max_frame,
+            skipped: 0,
+        }
     }
 
     /// The next message, `Ok(None)` at a clean end of stream. Frames with a
@@ -59,7 +64,10 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(ConnError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame")));
+                return Err(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-frame",
+                )));
             }
         }
     }
@@ -93,7 +101,10 @@ impl Writer {
     /// Spawns the task that writes queued buffers to `sink` in order. At most
     /// `max_pending` bytes wait in the queue; the task ends when every
     /// `Writer` is dropped or the sink fails.
-    pub fn spawn<W: AsyncWrite + Unpin + Send + 'static>(mut sink: W, max_pending: usize) -> Writer {
+    pub fn spawn<W: AsyncWrite + Unpin + Send + 'static>(
+        mut sink: W,
+        max_pending: usize,
+    ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(1024);
         let pending = Arc::new(AtomicUsize::new(0));
         let written = Arc::new(AtomicU64::new(0));
@@ -121,7 +132,12 @@ impl Writer {
             }
             let _ = sink.shutdown().await;
         });
-        Writer { tx, pending, max_pending, written }
+        Writer {
+            tx,
+            pending,
+            max_pending,
+            written,
+        }
     }
 
     /// Queues bytes without waiting.
@@ -139,7 +155,11 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, bytes: Bytes, done: Option<oneshot::Sender<io::Result<()>>>) -> Result<(), WriteError> {
+    fn enqueue(
+        &self,
+        bytes: Bytes,
+        done: Option<oneshot::Sender<io::Result<()>>>,
+    ) -> Result<(), WriteError> {
         let n = bytes.len();
         let now = self.pending.load(Ordering::Relaxed);
         if now > 0 && now + n > self.max_pending {
@@ -149,7 +169,9 @@ impl Writer {
         self.tx.try_send(Outgoing { bytes, done }).map_err(|e| {
             self.pending.fetch_sub(n, Ordering::Relaxed);
             match e {
-                mpsc::error::TrySendError::Full(_) => WriteError::Full(self.pending.load(Ordering::Relaxed)),
+                mpsc::error::TrySendError::Full(_) => {
+                    WriteError::Full(self.pending.load(Ordering::Relaxed))
+                }
                 mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
             }
         })
@@ -188,8 +210,14 @@ mod tests {
             }
         });
         let mut r = AmpReader::new(server, 1024);
-        assert_eq!(r.read_message().await.unwrap().unwrap(), vec![Arg::str("a")]);
-        assert_eq!(r.read_message().await.unwrap().unwrap(), vec![Arg::str("b"), Arg::Json(json!([1]))]);
+        assert_eq!(
+            r.read_message().await.unwrap().unwrap(),
+            vec![Arg::str("a")]
+        );
+        assert_eq!(
+            r.read_message().await.unwrap().unwrap(),
+            vec![Arg::str("b"), Arg::Json(json!([1]))]
+        );
         assert_eq!(r.skipped, 1);
         feeder.await.unwrap();
         assert!(r.read_message().await.unwrap().is_none());
@@ -198,9 +226,15 @@ mod tests {
     #[tokio::test]
     async fn oversized_length_closes_instead_of_buffering() {
         let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(&[0x11, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        client
+            .write_all(&[0x11, 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
         let mut r = AmpReader::new(server, 1024);
-        assert!(matches!(r.read_message().await, Err(ConnError::Protocol(FrameError::TooLarge { .. }))));
+        assert!(matches!(
+            r.read_message().await,
+            Err(ConnError::Protocol(FrameError::TooLarge { .. }))
+        ));
     }
 
     #[tokio::test]

@@ -25,9 +25,15 @@ impl Endpoint {
             return Err(EndpointError::Empty);
         }
         if let Ok(port) = s.parse::<u16>() {
-            return Ok(Endpoint::Tcp { host: "127.0.0.1".into(), port });
+            return Ok(Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            });
         }
-        if let Some(path) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+        if let Some(path) = s
+            .strip_prefix("unix://")
+            .or_else(|| s.strip_prefix("unix:"))
+        {
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         if let Some((_, rest)) = s.split_once("://") {
@@ -74,8 +80,15 @@ fn parse_host_port(s: &str) -> Option<Endpoint> {
         s.rsplit_once(':')?
     };
     let port = port.parse().ok()?;
-    let host = if host.is_empty() || host == "0.0.0.0" { "127.0.0.1" } else { host };
-    Some(Endpoint::Tcp { host: host.to_owned(), port })
+    let host = if host.is_empty() || host == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    Some(Endpoint::Tcp {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +110,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
@@ -106,7 +123,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
@@ -177,7 +198,10 @@ impl Listener {
             Listener::Unix(_, p) => Endpoint::Unix(p.clone()),
             Listener::Tcp(l) => {
                 let a = l.local_addr().expect("bound socket has an address");
-                Endpoint::Tcp { host: a.ip().to_string(), port: a.port() }
+                Endpoint::Tcp {
+                    host: a.ip().to_string(),
+                    port: a.port(),
+                }
             }
         }
     }
@@ -196,18 +220,51 @@ mod tests {
 
     #[test]
     fn parse_forms() {
-        assert_eq!(Endpoint::parse("/home/u/.pm2/rpc.sock").unwrap(), Endpoint::unix("/home/u/.pm2/rpc.sock"));
-        assert_eq!(Endpoint::parse("unix:/tmp/x.sock").unwrap(), Endpoint::unix("/tmp/x.sock"));
-        assert_eq!(Endpoint::parse("tcp://127.0.0.1:4321").unwrap(), Endpoint::Tcp { host: "127.0.0.1".into(), port: 4321 });
-        assert_eq!(Endpoint::parse("3900").unwrap(), Endpoint::Tcp { host: "127.0.0.1".into(), port: 3900 });
+        assert_eq!(
+            Endpoint::parse("/home/u/.pm2/rpc.sock").unwrap(),
+            Endpoint::unix("/home/u/.pm2/rpc.sock")
+        );
+        assert_eq!(
+            Endpoint::parse("unix:/tmp/x.sock").unwrap(),
+            Endpoint::unix("/tmp/x.sock")
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:4321").unwrap(),
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 4321
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("3900").unwrap(),
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 3900
+            }
+        );
         assert_eq!(
             Endpoint::parse("https://push.example.io:43554/path").unwrap(),
-            Endpoint::Tcp { host: "push.example.io".into(), port: 43554 }
+            Endpoint::Tcp {
+                host: "push.example.io".into(),
+                port: 43554
+            }
         );
-        assert_eq!(Endpoint::parse("[::1]:80").unwrap(), Endpoint::Tcp { host: "::1".into(), port: 80 });
+        assert_eq!(
+            Endpoint::parse("[::1]:80").unwrap(),
+            Endpoint::Tcp {
+                host: "::1".into(),
+                port: 80
+            }
+        );
         assert!(matches!(Endpoint::parse(""), Err(EndpointError::Empty)));
-        assert!(matches!(Endpoint::parse("nohost"), Err(EndpointError::Invalid(_))));
-        assert!(matches!(Endpoint::parse("http://host"), Err(EndpointError::Invalid(_))));
+        assert!(matches!(
+            Endpoint::parse("nohost"),
+            Err(EndpointError::Invalid(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("http://host"),
+            Err(EndpointError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

@@ -34,11 +34,15 @@ impl IpcChannel {
     /// children of this process do not inherit them (as Node does).
     pub fn from_env() -> Result<IpcChannel, IpcChannelError> {
         let fd = std::env::var("NODE_CHANNEL_FD").map_err(|_| IpcChannelError::Absent)?;
-        let mode = std::env::var("NODE_CHANNEL_SERIALIZATION_MODE").unwrap_or_else(|_| "json".into());
+        let mode =
+            std::env::var("NODE_CHANNEL_SERIALIZATION_MODE").unwrap_or_else(|_| "json".into());
         if mode != "json" {
             return Err(IpcChannelError::Serialization(mode));
         }
-        let raw: i32 = fd.trim().parse().map_err(|_| IpcChannelError::BadFd(fd.clone()))?;
+        let raw: i32 = fd
+            .trim()
+            .parse()
+            .map_err(|_| IpcChannelError::BadFd(fd.clone()))?;
         if raw < 0 {
             return Err(IpcChannelError::BadFd(fd));
         }

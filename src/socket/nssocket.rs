@@ -22,7 +22,11 @@ pub struct NsReader<R> {
 
 impl<R: AsyncRead + Unpin> NsReader<R> {
     pub fn new(inner: R, max_line: usize) -> Self {
-        NsReader { inner, buf: BytesMut::with_capacity(4096), framer: LineFramer::new(max_line) }
+        NsReader {
+            inner,
+            buf: BytesMut::with_capacity(4096),
+            framer: LineFramer::new(max_line),
+        }
     }
 
     /// The next well-formed message; malformed lines are logged and skipped
@@ -66,8 +70,16 @@ impl NsSender {
 }
 
 /// Connects and splits into a reader and a sender.
-pub async fn connect(endpoint: &Endpoint, max_pending: usize) -> std::io::Result<(NsReader<tokio::io::ReadHalf<Stream>>, NsSender)> {
+pub async fn connect(
+    endpoint: &Endpoint,
+    max_pending: usize,
+) -> std::io::Result<(NsReader<tokio::io::ReadHalf<Stream>>, NsSender)> {
     let stream = endpoint.connect().await?;
     let (r, w) = tokio::io::split(stream);
-    Ok((NsReader::new(r, MAX_LINE), NsSender { writer: Writer::spawn(w, max_pending) }))
+    Ok((
+        NsReader::new(r, MAX_LINE),
+        NsSender {
+            writer: Writer::spawn(w, max_pending),
+        },
+    ))
 }

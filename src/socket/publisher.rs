@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::backoff::Backoff;
-use super::connection::{Writer, WriteError};
+use super::connection::{WriteError, Writer};
 use super::endpoint::{Endpoint, EndpointError, Listener};
 use crate::protocol::amp::{self, Arg, EncodeError};
 
@@ -54,7 +54,10 @@ impl PubSocket {
                         backoff.reset();
                         let (mut r, w) = tokio::io::split(stream);
                         let writer = Writer::spawn(w, max_pending);
-                        s.peers.lock().unwrap_or_else(|e| e.into_inner()).push(writer.clone());
+                        s.peers
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(writer.clone());
                         let _ = tx.send(true);
                         tracing::debug!(%endpoint, "pub connected");
                         // A sub never writes; reading only detects the close.
@@ -76,7 +79,12 @@ impl PubSocket {
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         });
-        PubSocket { shared, connected, task: Arc::new(task.abort_handle()), max_pending }
+        PubSocket {
+            shared,
+            connected,
+            task: Arc::new(task.abort_handle()),
+            max_pending,
+        }
     }
 
     /// Binds and accepts any number of subscribers.
@@ -87,10 +95,15 @@ impl PubSocket {
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok(stream) = listener.accept().await else { continue };
+                let Ok(stream) = listener.accept().await else {
+                    continue;
+                };
                 let (mut r, w) = tokio::io::split(stream);
                 let writer = Writer::spawn(w, max_pending);
-                s.peers.lock().unwrap_or_else(|e| e.into_inner()).push(writer.clone());
+                s.peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(writer.clone());
                 let _ = tx.send(true);
                 let s2 = s.clone();
                 let tx2 = tx.clone();
@@ -107,11 +120,20 @@ impl PubSocket {
                 });
             }
         });
-        Ok(PubSocket { shared, connected, task: Arc::new(task.abort_handle()), max_pending })
+        Ok(PubSocket {
+            shared,
+            connected,
+            task: Arc::new(task.abort_handle()),
+            max_pending,
+        })
     }
 
     fn peers(&self) -> Vec<Writer> {
-        self.shared.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sends one frame to every peer. Messages with no peer, or refused by a
@@ -178,6 +200,10 @@ impl PubSocket {
 
     pub fn close(&self) {
         self.task.abort();
-        self.shared.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

@@ -51,7 +51,10 @@ pub struct RepSocket {
 impl RepSocket {
     /// Binds `endpoint` and delivers requests on the returned channel
     /// (bounded: a slow consumer slows the peers down, it does not queue).
-    pub async fn bind(endpoint: &Endpoint, max_frame: usize) -> Result<(RepSocket, mpsc::Receiver<Request>), EndpointError> {
+    pub async fn bind(
+        endpoint: &Endpoint,
+        max_frame: usize,
+    ) -> Result<(RepSocket, mpsc::Receiver<Request>), EndpointError> {
         let listener = Listener::bind(endpoint).await?;
         let bound = listener.local_endpoint();
         let (tx, rx) = mpsc::channel(256);
@@ -80,7 +83,13 @@ impl RepSocket {
                         match reader.read_message().await {
                             Ok(Some(mut args)) => {
                                 let Some(id) = args.pop() else { continue };
-                                let req = Request { args, reply: Replier { id, writer: writer.clone() } };
+                                let req = Request {
+                                    args,
+                                    reply: Replier {
+                                        id,
+                                        writer: writer.clone(),
+                                    },
+                                };
                                 if tx.send(req).await.is_err() {
                                     return;
                                 }
@@ -95,7 +104,13 @@ impl RepSocket {
                 });
             }
         });
-        Ok((RepSocket { endpoint: bound, accept_task }, rx))
+        Ok((
+            RepSocket {
+                endpoint: bound,
+                accept_task,
+            },
+            rx,
+        ))
     }
 
     pub fn endpoint(&self) -> &Endpoint {

@@ -70,7 +70,11 @@ pub struct ConnState {
 type ReplyTx = oneshot::Sender<Result<Message, ReqError>>;
 
 enum Command {
-    Send { args: Vec<Arg>, deadline: Instant, reply: ReplyTx },
+    Send {
+        args: Vec<Arg>,
+        deadline: Instant,
+        reply: ReplyTx,
+    },
     Close,
 }
 
@@ -97,10 +101,21 @@ impl ReqSocket {
         self.request_with_timeout(args, self.timeout).await
     }
 
-    pub async fn request_with_timeout(&self, args: Vec<Arg>, timeout: Duration) -> Result<Message, ReqError> {
+    pub async fn request_with_timeout(
+        &self,
+        args: Vec<Arg>,
+        timeout: Duration,
+    ) -> Result<Message, ReqError> {
         let (reply, rx) = oneshot::channel();
         let deadline = Instant::now() + timeout;
-        self.tx.send(Command::Send { args, deadline, reply }).await.map_err(|_| ReqError::Closed)?;
+        self.tx
+            .send(Command::Send {
+                args,
+                deadline,
+                reply,
+            })
+            .await
+            .map_err(|_| ReqError::Closed)?;
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ReqError::Closed),
@@ -119,7 +134,9 @@ impl ReqSocket {
     /// Waits until connected, or for `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut st = self.state.clone();
-        tokio::time::timeout(timeout, st.wait_for(|s| s.connected)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, st.wait_for(|s| s.connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub async fn close(&self) {
@@ -148,8 +165,21 @@ enum Phase {
 }
 
 impl Actor {
-    fn new(endpoint: Endpoint, opts: ReqOptions, rx: mpsc::Receiver<Command>, state: watch::Sender<ConnState>) -> Self {
-        Actor { endpoint, opts, rx, state, queued: VecDeque::new(), pending: HashMap::new(), counter: 0 }
+    fn new(
+        endpoint: Endpoint,
+        opts: ReqOptions,
+        rx: mpsc::Receiver<Command>,
+        state: watch::Sender<ConnState>,
+    ) -> Self {
+        Actor {
+            endpoint,
+            opts,
+            rx,
+            state,
+            queued: VecDeque::new(),
+            pending: HashMap::new(),
+            counter: 0,
+        }
     }
 
     async fn run(mut self) {
@@ -191,7 +221,10 @@ impl Actor {
             let (read, write) = tokio::io::split(stream);
             let writer = Writer::spawn(write, 64 * 1024 * 1024);
             let mut reader = AmpReader::new(read, self.opts.max_frame);
-            let _ = self.state.send(ConnState { connected: true, generation });
+            let _ = self.state.send(ConnState {
+                connected: true,
+                generation,
+            });
             // Flush what waited for a connection (axon's queue plugin).
             while let Some((args, deadline, reply)) = self.queued.pop_front() {
                 if deadline > Instant::now() {
@@ -199,7 +232,10 @@ impl Actor {
                 }
             }
             let phase = self.connected(&writer, &mut reader).await;
-            let _ = self.state.send(ConnState { connected: false, generation });
+            let _ = self.state.send(ConnState {
+                connected: false,
+                generation,
+            });
             for (_, p) in self.pending.drain() {
                 let _ = p.reply.send(Err(ReqError::Disconnected));
             }
@@ -210,7 +246,11 @@ impl Actor {
         }
     }
 
-    async fn connected<R: tokio::io::AsyncRead + Unpin>(&mut self, writer: &Writer, reader: &mut AmpReader<R>) -> Phase {
+    async fn connected<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        writer: &Writer,
+        reader: &mut AmpReader<R>,
+    ) -> Phase {
         let mut sweep = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
@@ -282,7 +322,8 @@ impl Actor {
 
     fn expire_pending(&mut self) {
         let now = Instant::now();
-        self.pending.retain(|_, p| p.deadline > now && !p.reply.is_closed());
+        self.pending
+            .retain(|_, p| p.deadline > now && !p.reply.is_closed());
     }
 
     fn shutdown(mut self) {
@@ -293,7 +334,10 @@ impl Actor {
             let _ = p.reply.send(Err(ReqError::Closed));
         }
         let gen = self.state.borrow().generation;
-        let _ = self.state.send(ConnState { connected: false, generation: gen });
+        let _ = self.state.send(ConnState {
+            connected: false,
+            generation: gen,
+        });
     }
 }
 
@@ -330,7 +374,9 @@ mod tests {
         })
     }
 
-    async fn all<T: Send + 'static>(futs: Vec<impl std::future::Future<Output = T> + Send + 'static>) -> Vec<T> {
+    async fn all<T: Send + 'static>(
+        futs: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+    ) -> Vec<T> {
         let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
         let mut out = Vec::new();
         for h in handles {
@@ -342,15 +388,27 @@ mod tests {
     #[tokio::test]
     async fn queues_until_connected_then_correlates() {
         let ep = tmp_sock("q");
-        let req = ReqSocket::connect(ep.clone(), ReqOptions { identity: "rust".into(), ..Default::default() });
+        let req = ReqSocket::connect(
+            ep.clone(),
+            ReqOptions {
+                identity: "rust".into(),
+                ..Default::default()
+            },
+        );
         let early = {
             let req = req.clone();
             tokio::spawn(async move { req.request(vec![json!({"n":1}).into()]).await })
         };
         tokio::time::sleep(Duration::from_millis(150)).await;
         let server = echo_server(ep).await;
-        assert_eq!(early.await.unwrap().unwrap(), vec![Arg::Json(json!({"n":1}))]);
-        let (a, b) = tokio::join!(req.request(vec![Arg::str("a")]), req.request(vec![Arg::str("b")]));
+        assert_eq!(
+            early.await.unwrap().unwrap(),
+            vec![Arg::Json(json!({"n":1}))]
+        );
+        let (a, b) = tokio::join!(
+            req.request(vec![Arg::str("a")]),
+            req.request(vec![Arg::str("b")])
+        );
         assert_eq!(a.unwrap(), vec![Arg::str("a")]);
         assert_eq!(b.unwrap(), vec![Arg::str("b")]);
         server.abort();
@@ -360,9 +418,19 @@ mod tests {
     async fn timeout_and_busy() {
         let ep = tmp_sock("t");
         let server = echo_server(ep.clone()).await;
-        let req = ReqSocket::connect(ep, ReqOptions { timeout: Duration::from_millis(100), max_pending: 2, ..Default::default() });
+        let req = ReqSocket::connect(
+            ep,
+            ReqOptions {
+                timeout: Duration::from_millis(100),
+                max_pending: 2,
+                ..Default::default()
+            },
+        );
         assert!(req.wait_connected(Duration::from_secs(2)).await);
-        assert_eq!(req.request(vec![Arg::str("silence")]).await, Err(ReqError::Timeout));
+        assert_eq!(
+            req.request(vec![Arg::str("silence")]).await,
+            Err(ReqError::Timeout)
+        );
         // The expired entry is swept, so the table does not fill up for good.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let r = tokio::join!(
@@ -370,16 +438,31 @@ mod tests {
             req.request(vec![Arg::str("silence")]),
             req.request(vec![Arg::str("silence")])
         );
-        let busy = [&r.0, &r.1, &r.2].iter().filter(|x| matches!(x, Err(ReqError::Busy(_)))).count();
+        let busy = [&r.0, &r.1, &r.2]
+            .iter()
+            .filter(|x| matches!(x, Err(ReqError::Busy(_))))
+            .count();
         assert_eq!(busy, 1);
-        assert_eq!(req.request_with_timeout(vec![Arg::str("ok")], Duration::from_secs(1)).await.unwrap(), vec![Arg::str("ok")]);
+        assert_eq!(
+            req.request_with_timeout(vec![Arg::str("ok")], Duration::from_secs(1))
+                .await
+                .unwrap(),
+            vec![Arg::str("ok")]
+        );
         server.abort();
     }
 
     #[tokio::test]
     async fn offline_queue_is_bounded() {
         let ep = tmp_sock("b");
-        let req = ReqSocket::connect(ep, ReqOptions { max_queued: 3, timeout: Duration::from_millis(300), ..Default::default() });
+        let req = ReqSocket::connect(
+            ep,
+            ReqOptions {
+                max_queued: 3,
+                timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        );
         let results = all((0..5)
             .map(|i| {
                 let req = req.clone();
@@ -387,15 +470,33 @@ mod tests {
             })
             .collect())
         .await;
-        assert_eq!(results.iter().filter(|r| matches!(r, Err(ReqError::Busy(_)))).count(), 2);
-        assert_eq!(results.iter().filter(|r| matches!(r, Err(ReqError::Timeout))).count(), 3);
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Err(ReqError::Busy(_))))
+                .count(),
+            2
+        );
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Err(ReqError::Timeout)))
+                .count(),
+            3
+        );
     }
 
     #[tokio::test]
     async fn pending_fail_fast_on_disconnect_then_reconnect() {
         let ep = tmp_sock("d");
         let server = echo_server(ep.clone()).await;
-        let req = ReqSocket::connect(ep.clone(), ReqOptions { timeout: Duration::from_secs(30), ..Default::default() });
+        let req = ReqSocket::connect(
+            ep.clone(),
+            ReqOptions {
+                timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+        );
         let mut st = req.state();
         assert!(req.wait_connected(Duration::from_secs(2)).await);
         let g1 = st.borrow_and_update().generation;
@@ -407,15 +508,27 @@ mod tests {
         server.abort();
         let _ = server.await;
         // Fails now, not after its 30 s deadline.
-        let r = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("failed fast").unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("failed fast")
+            .unwrap();
         assert_eq!(r, Err(ReqError::Disconnected));
         let _server2 = echo_server(ep.clone()).await;
-        tokio::time::timeout(Duration::from_secs(5), st.wait_for(|s| s.connected && s.generation > g1))
-            .await
-            .expect("reconnected")
-            .unwrap();
-        assert_eq!(req.request(vec![Arg::str("again")]).await.unwrap(), vec![Arg::str("again")]);
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            st.wait_for(|s| s.connected && s.generation > g1),
+        )
+        .await
+        .expect("reconnected")
+        .unwrap();
+        assert_eq!(
+            req.request(vec![Arg::str("again")]).await.unwrap(),
+            vec![Arg::str("again")]
+        );
         req.close().await;
-        assert_eq!(req.request(vec![Arg::str("x")]).await, Err(ReqError::Closed));
+        assert_eq!(
+            req.request(vec![Arg::str("x")]).await,
+            Err(ReqError::Closed)
+        );
     }
 }

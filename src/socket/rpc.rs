@@ -50,8 +50,15 @@ impl RpcClient {
                 };
                 if generation.connected {
                     // Every new connection: ask for the method table again.
-                    match discover.request(vec![Arg::Json(rpc::encode_request(&Request::Methods))]).await {
-                        Ok(mut reply) if !reply.is_empty() => match reply.swap_remove(0).into_value().map(|v| rpc::decode_methods_reply(&v)) {
+                    match discover
+                        .request(vec![Arg::Json(rpc::encode_request(&Request::Methods))])
+                        .await
+                    {
+                        Ok(mut reply) if !reply.is_empty() => match reply
+                            .swap_remove(0)
+                            .into_value()
+                            .map(|v| rpc::decode_methods_reply(&v))
+                        {
                             Some(Ok(m)) => {
                                 tracing::debug!(count = m.len(), "rpc methods discovered");
                                 let _ = tx.send(Some(Arc::new(m)));
@@ -67,7 +74,11 @@ impl RpcClient {
                 }
             }
         });
-        RpcClient { req, methods, task: Arc::new(task.abort_handle()) }
+        RpcClient {
+            req,
+            methods,
+            task: Arc::new(task.abort_handle()),
+        }
     }
 
     /// Calls `method` with positional `args`; the result is the server
@@ -76,8 +87,16 @@ impl RpcClient {
         self.call_with_timeout(method, args, None).await
     }
 
-    pub async fn call_with_timeout(&self, method: &str, args: Vec<Value>, timeout: Option<Duration>) -> Result<Vec<Value>, RpcError> {
-        let msg = rpc::encode_request(&Request::Call { method: method.to_owned(), args });
+    pub async fn call_with_timeout(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Value>, RpcError> {
+        let msg = rpc::encode_request(&Request::Call {
+            method: method.to_owned(),
+            args,
+        });
         let frame = vec![Arg::Json(msg)];
         let mut reply = match timeout {
             Some(t) => self.req.request_with_timeout(frame, t).await?,
@@ -86,7 +105,10 @@ impl RpcClient {
         if reply.is_empty() {
             return Err(RpcError::Malformed("no arguments".into()));
         }
-        let value = reply.swap_remove(0).into_value().ok_or_else(|| RpcError::Malformed("binary reply".into()))?;
+        let value = reply
+            .swap_remove(0)
+            .into_value()
+            .ok_or_else(|| RpcError::Malformed("binary reply".into()))?;
         match rpc::decode_call_reply(value) {
             Ok(Ok(args)) => Ok(args),
             Ok(Err(remote)) => Err(RpcError::Remote(remote)),
@@ -100,13 +122,16 @@ impl RpcClient {
     }
 
     pub fn has_method(&self, name: &str) -> bool {
-        self.methods().is_some_and(|m| m.iter().any(|d| d.name == name))
+        self.methods()
+            .is_some_and(|m| m.iter().any(|d| d.name == name))
     }
 
     /// Waits until the methods of the current connection are known.
     pub async fn ready(&self, timeout: Duration) -> bool {
         let mut m = self.methods.clone();
-        tokio::time::timeout(timeout, m.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, m.wait_for(Option::is_some))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Watches readiness (Some = methods known on the current connection).
@@ -147,7 +172,10 @@ impl RpcServer {
         F: Fn(Vec<Value>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        let desc = MethodDescription { name: name.to_owned(), params: params.iter().map(|s| s.to_string()).collect() };
+        let desc = MethodDescription {
+            name: name.to_owned(),
+            params: params.iter().map(|s| s.to_string()).collect(),
+        };
         let handler: Handler = Arc::new(move |args| Box::pin(handler(args)));
         let mut m = self.methods.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|(d, _)| d.name != name);
@@ -162,7 +190,12 @@ impl RpcServer {
             while let Some(req) = requests.recv().await {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let first = req.args.into_iter().next().and_then(Arg::into_value).unwrap_or(Value::Null);
+                    let first = req
+                        .args
+                        .into_iter()
+                        .next()
+                        .and_then(Arg::into_value)
+                        .unwrap_or(Value::Null);
                     let reply = server.handle(first).await;
                     req.reply.reply(vec![Arg::Json(reply)]);
                 });
@@ -184,7 +217,9 @@ impl RpcServer {
         };
         let handler = {
             let m = self.methods.lock().unwrap_or_else(|e| e.into_inner());
-            m.iter().find(|(d, _)| d.name == call.0).map(|(_, h)| h.clone())
+            m.iter()
+                .find(|(d, _)| d.name == call.0)
+                .map(|(_, h)| h.clone())
         };
         let Some(handler) = handler else {
             return rpc::unknown_method_reply(&call.0);
@@ -212,14 +247,26 @@ mod tests {
             let b = args.get(1).and_then(Value::as_i64).unwrap_or(0);
             Ok(vec![json!(a + b), json!("sum")])
         });
-        server.expose("fail", &["cb"], |_| async { Err(RemoteError { message: "boom".into(), error: json!("boom"), stack: Some("Error: boom".into()) }) });
+        server.expose("fail", &["cb"], |_| async {
+            Err(RemoteError {
+                message: "boom".into(),
+                error: json!("boom"),
+                stack: Some("Error: boom".into()),
+            })
+        });
         let sock = server.bind(&ep).await.unwrap();
         let client = RpcClient::connect(ep, ReqOptions::default());
         assert!(client.ready(Duration::from_secs(2)).await);
         assert!(client.has_method("add") && client.has_method("fail"));
-        assert_eq!(client.call("add", vec![json!(2), json!(3)]).await.unwrap(), vec![json!(5), json!("sum")]);
+        assert_eq!(
+            client.call("add", vec![json!(2), json!(3)]).await.unwrap(),
+            vec![json!(5), json!("sum")]
+        );
         match client.call("fail", vec![]).await {
-            Err(RpcError::Remote(e)) => assert_eq!((e.message.as_str(), e.stack.as_deref()), ("boom", Some("Error: boom"))),
+            Err(RpcError::Remote(e)) => assert_eq!(
+                (e.message.as_str(), e.stack.as_deref()),
+                ("boom", Some("Error: boom"))
+            ),
             other => panic!("{other:?}"),
         }
         match client.call("nope", vec![]).await {

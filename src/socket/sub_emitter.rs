@@ -69,7 +69,10 @@ impl SubEmitter {
                     Ok(stream) => {
                         backoff.reset();
                         generation += 1;
-                        let _ = state_tx.send(ConnState { connected: true, generation });
+                        let _ = state_tx.send(ConnState {
+                            connected: true,
+                            generation,
+                        });
                         tracing::debug!(%endpoint, "sub-emitter connected");
                         let mut reader = AmpReader::new(stream, max_frame);
                         loop {
@@ -82,25 +85,35 @@ impl SubEmitter {
                                 }
                             }
                         }
-                        let _ = state_tx.send(ConnState { connected: false, generation });
+                        let _ = state_tx.send(ConnState {
+                            connected: false,
+                            generation,
+                        });
                     }
                     Err(e) => tracing::trace!(%endpoint, error = %e, "sub-emitter connect failed"),
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         });
-        SubEmitter { subs, state, task: Arc::new(task.abort_handle()) }
+        SubEmitter {
+            subs,
+            state,
+            task: Arc::new(task.abort_handle()),
+        }
     }
 
     /// Subscribes to `pattern` (`*` wildcards) with a queue of `capacity`.
     pub fn subscribe(&self, pattern: &str, capacity: usize) -> Subscriber {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        self.subs.lock().unwrap_or_else(|e| e.into_inner()).push(Subscription {
-            pattern: Pattern::new(pattern),
-            tx,
-            dropped: dropped.clone(),
-        });
+        self.subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Subscription {
+                pattern: Pattern::new(pattern),
+                tx,
+                dropped: dropped.clone(),
+            });
         Subscriber { rx, dropped }
     }
 
@@ -114,7 +127,9 @@ impl SubEmitter {
 
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut st = self.state.clone();
-        tokio::time::timeout(timeout, st.wait_for(|s| s.connected)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, st.wait_for(|s| s.connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn close(&self) {
@@ -138,7 +153,11 @@ fn dispatch(subs: &Mutex<Vec<Subscription>>, mut msg: Vec<Arg>) {
     subs.retain(|s| !s.tx.is_closed());
     for sub in subs.iter() {
         if let Some(captures) = sub.pattern.captures(&topic) {
-            let ev = Event { topic: topic.clone(), captures, args: msg.clone() };
+            let ev = Event {
+                topic: topic.clone(),
+                captures,
+                args: msg.clone(),
+            };
             if sub.tx.try_send(ev).is_err() {
                 sub.dropped.fetch_add(1, Ordering::Relaxed);
             }

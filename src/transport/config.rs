@@ -52,7 +52,11 @@ pub enum ConfigFileError {
     #[error("{file}: unknown transporter {key:?} (known: axon, websocket)")]
     UnknownTransporter { file: String, key: String },
     #[error("{file}: {key} must be {expected}")]
-    BadValue { file: String, key: String, expected: &'static str },
+    BadValue {
+        file: String,
+        key: String,
+        expected: &'static str,
+    },
     #[error("{file}: cannot read: {reason}")]
     Read { file: String, reason: String },
 }
@@ -63,28 +67,50 @@ pub fn defaults() -> Vec<TransporterSettings> {
         TransporterSettings {
             kind: Kind::Axon,
             enabled: true,
-            endpoints: EndpointSpec::Named(BTreeMap::from([("push".into(), "push".into()), ("pull".into(), "reverse".into())])),
+            endpoints: EndpointSpec::Named(BTreeMap::from([
+                ("push".into(), "push".into()),
+                ("pull".into(), "reverse".into()),
+            ])),
         },
-        TransporterSettings { kind: Kind::WebSocket, enabled: false, endpoints: EndpointSpec::Single("ws".into()) },
+        TransporterSettings {
+            kind: Kind::WebSocket,
+            enabled: false,
+            endpoints: EndpointSpec::Single("ws".into()),
+        },
     ]
 }
 
 /// Reads `config.json` (absent file → defaults) and applies the env.
-pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Vec<TransporterSettings>, ConfigFileError> {
+pub fn load(
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+) -> Result<Vec<TransporterSettings>, ConfigFileError> {
     let mut settings = defaults();
     if let Some(path) = file {
         match std::fs::read_to_string(path) {
             Ok(text) => apply_file(&mut settings, &text, &path.display().to_string())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ConfigFileError::Read { file: path.display().to_string(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(ConfigFileError::Read {
+                    file: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
         }
     }
     apply_env(&mut settings, env);
     Ok(settings)
 }
 
-pub fn apply_file(settings: &mut [TransporterSettings], text: &str, file: &str) -> Result<(), ConfigFileError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| ConfigFileError::Json { file: file.into(), reason: e.to_string() })?;
+pub fn apply_file(
+    settings: &mut [TransporterSettings],
+    text: &str,
+    file: &str,
+) -> Result<(), ConfigFileError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| ConfigFileError::Json {
+        file: file.into(),
+        reason: e.to_string(),
+    })?;
     let Value::Object(obj) = v else {
         return Err(ConfigFileError::NotObject { file: file.into() });
     };
@@ -92,13 +118,29 @@ pub fn apply_file(settings: &mut [TransporterSettings], text: &str, file: &str) 
         let kind = match key.as_str() {
             "axon" => Kind::Axon,
             "websocket" => Kind::WebSocket,
-            _ => return Err(ConfigFileError::UnknownTransporter { file: file.into(), key }),
+            _ => {
+                return Err(ConfigFileError::UnknownTransporter {
+                    file: file.into(),
+                    key,
+                })
+            }
         };
-        let bad = |sub: &str, expected| ConfigFileError::BadValue { file: file.into(), key: format!("{key}.{sub}"), expected };
+        let bad = |sub: &str, expected| ConfigFileError::BadValue {
+            file: file.into(),
+            key: format!("{key}.{sub}"),
+            expected,
+        };
         let Value::Object(conf) = conf else {
-            return Err(ConfigFileError::BadValue { file: file.into(), key: key.clone(), expected: "an object with enabled and endpoints" });
+            return Err(ConfigFileError::BadValue {
+                file: file.into(),
+                key: key.clone(),
+                expected: "an object with enabled and endpoints",
+            });
         };
-        let s = settings.iter_mut().find(|s| s.kind == kind).expect("defaults list every kind");
+        let s = settings
+            .iter_mut()
+            .find(|s| s.kind == kind)
+            .expect("defaults list every kind");
         match conf.get("enabled") {
             None => {}
             Some(Value::Bool(b)) => s.enabled = *b,
@@ -110,7 +152,9 @@ pub fn apply_file(settings: &mut [TransporterSettings], text: &str, file: &str) 
             Some(Value::Object(m)) => {
                 let mut named = BTreeMap::new();
                 for (k, v) in m {
-                    let v = v.as_str().ok_or_else(|| bad(&format!("endpoints.{k}"), "a string"))?;
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| bad(&format!("endpoints.{k}"), "a string"))?;
                     named.insert(k.clone(), v.to_owned());
                 }
                 s.endpoints = EndpointSpec::Named(named);
@@ -136,14 +180,18 @@ pub fn apply_env(settings: &mut [TransporterSettings], env: &HashMap<String, Str
         }
         match s.kind {
             Kind::Axon => {
-                for (var, key) in [("AGENT_PUSH_ENDPOINT", "push"), ("AGENT_REVERSE_ENDPOINT", "pull")] {
+                for (var, key) in [
+                    ("AGENT_PUSH_ENDPOINT", "push"),
+                    ("AGENT_REVERSE_ENDPOINT", "pull"),
+                ] {
                     if let Some(v) = get(var) {
                         match &mut s.endpoints {
                             EndpointSpec::Named(m) => {
                                 m.insert(key.into(), v.into());
                             }
                             EndpointSpec::Single(_) => {
-                                s.endpoints = EndpointSpec::Named(BTreeMap::from([(key.into(), v.into())]));
+                                s.endpoints =
+                                    EndpointSpec::Named(BTreeMap::from([(key.into(), v.into())]));
                             }
                         }
                     }
@@ -163,7 +211,9 @@ pub fn resolve(spec: &EndpointSpec, endpoints: &Endpoints) -> TransportEndpoint 
     let one = |s: &String| endpoints.get(s).cloned().unwrap_or_else(|| s.clone());
     match spec {
         EndpointSpec::Single(s) => TransportEndpoint::Single(one(s)),
-        EndpointSpec::Named(m) => TransportEndpoint::Named(m.iter().map(|(k, v)| (k.clone(), one(v))).collect()),
+        EndpointSpec::Named(m) => {
+            TransportEndpoint::Named(m.iter().map(|(k, v)| (k.clone(), one(v))).collect())
+        }
     }
 }
 
@@ -180,7 +230,10 @@ pub fn usable(spec: &EndpointSpec, endpoints: &Endpoints) -> bool {
 /// The transporters to run for these endpoints. When none of the enabled
 /// ones has a usable endpoint but the backend offers `ws`, WebSocket is used
 /// (today's PM2.io only advertises `ws`); the reason is returned for the log.
-pub fn select(settings: &[TransporterSettings], endpoints: &Endpoints) -> (Vec<(Kind, TransportEndpoint)>, Option<String>) {
+pub fn select(
+    settings: &[TransporterSettings],
+    endpoints: &Endpoints,
+) -> (Vec<(Kind, TransportEndpoint)>, Option<String>) {
     let chosen: Vec<_> = settings
         .iter()
         .filter(|s| s.enabled && usable(&s.endpoints, endpoints))
@@ -190,14 +243,24 @@ pub fn select(settings: &[TransporterSettings], endpoints: &Endpoints) -> (Vec<(
         return (chosen, None);
     }
     if let Some(ws) = endpoints.get("ws") {
-        let enabled: Vec<_> = settings.iter().filter(|s| s.enabled).map(|s| s.kind.key()).collect();
+        let enabled: Vec<_> = settings
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.kind.key())
+            .collect();
         let why = format!(
             "no endpoint for the enabled transporters ({}); PM2.io offers a WebSocket endpoint, using it",
             if enabled.is_empty() { "none enabled".to_owned() } else { enabled.join(", ") }
         );
-        return (vec![(Kind::WebSocket, TransportEndpoint::Single(ws.clone()))], Some(why));
+        return (
+            vec![(Kind::WebSocket, TransportEndpoint::Single(ws.clone()))],
+            Some(why),
+        );
     }
-    (vec![], Some("no usable endpoint for any transporter".into()))
+    (
+        vec![],
+        Some("no usable endpoint for any transporter".into()),
+    )
 }
 
 #[cfg(test)]
@@ -205,20 +268,39 @@ mod tests {
     use super::*;
 
     fn eps(pairs: &[(&str, &str)]) -> Endpoints {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_use_axon_with_push_and_reverse() {
         let s = load(None, &env(&[])).unwrap();
-        let (chosen, why) = select(&s, &eps(&[("push", "tcp://p:1"), ("reverse", "tcp://r:2"), ("ws", "ws://w")]));
+        let (chosen, why) = select(
+            &s,
+            &eps(&[
+                ("push", "tcp://p:1"),
+                ("reverse", "tcp://r:2"),
+                ("ws", "ws://w"),
+            ]),
+        );
         assert_eq!(why, None);
         assert_eq!(
             chosen,
-            vec![(Kind::Axon, TransportEndpoint::Named(BTreeMap::from([("pull".into(), "tcp://r:2".into()), ("push".into(), "tcp://p:1".into())])))]
+            vec![(
+                Kind::Axon,
+                TransportEndpoint::Named(BTreeMap::from([
+                    ("pull".into(), "tcp://r:2".into()),
+                    ("push".into(), "tcp://p:1".into())
+                ]))
+            )]
         );
     }
 
@@ -226,40 +308,102 @@ mod tests {
     fn ws_fallback_when_only_ws_is_offered() {
         let s = load(None, &env(&[])).unwrap();
         let (chosen, why) = select(&s, &eps(&[("ws", "ws://w"), ("web", "http://x")]));
-        assert_eq!(chosen, vec![(Kind::WebSocket, TransportEndpoint::Single("ws://w".into()))]);
+        assert_eq!(
+            chosen,
+            vec![(Kind::WebSocket, TransportEndpoint::Single("ws://w".into()))]
+        );
         assert!(why.unwrap().contains("axon"));
     }
 
     #[test]
     fn env_overrides() {
-        let s = load(None, &env(&[("AGENT_TRANSPORT_WEBSOCKET", "true"), ("AGENT_TRANSPORT_AXON", "false"), ("AGENT_WEBSOCKET_ENDPOINT", "ws://literal:1")])).unwrap();
+        let s = load(
+            None,
+            &env(&[
+                ("AGENT_TRANSPORT_WEBSOCKET", "true"),
+                ("AGENT_TRANSPORT_AXON", "false"),
+                ("AGENT_WEBSOCKET_ENDPOINT", "ws://literal:1"),
+            ]),
+        )
+        .unwrap();
         let (chosen, _) = select(&s, &eps(&[("ws", "ws://w")]));
-        assert_eq!(chosen, vec![(Kind::WebSocket, TransportEndpoint::Single("ws://literal:1".into()))]);
-        let s = load(None, &env(&[("AGENT_PUSH_ENDPOINT", "tcp://127.0.0.1:5"), ("AGENT_REVERSE_ENDPOINT", "ws")])).unwrap();
+        assert_eq!(
+            chosen,
+            vec![(
+                Kind::WebSocket,
+                TransportEndpoint::Single("ws://literal:1".into())
+            )]
+        );
+        let s = load(
+            None,
+            &env(&[
+                ("AGENT_PUSH_ENDPOINT", "tcp://127.0.0.1:5"),
+                ("AGENT_REVERSE_ENDPOINT", "ws"),
+            ]),
+        )
+        .unwrap();
         let (chosen, _) = select(&s, &eps(&[("ws", "tcp://127.0.0.1:6")]));
         assert_eq!(
             chosen,
-            vec![(Kind::Axon, TransportEndpoint::Named(BTreeMap::from([("pull".into(), "tcp://127.0.0.1:6".into()), ("push".into(), "tcp://127.0.0.1:5".into())])))]
+            vec![(
+                Kind::Axon,
+                TransportEndpoint::Named(BTreeMap::from([
+                    ("pull".into(), "tcp://127.0.0.1:6".into()),
+                    ("push".into(), "tcp://127.0.0.1:5".into())
+                ]))
+            )]
         );
     }
 
     #[test]
     fn both_enabled() {
         let s = load(None, &env(&[("AGENT_TRANSPORT_WEBSOCKET", "true")])).unwrap();
-        let (chosen, _) = select(&s, &eps(&[("push", "tcp://p:1"), ("reverse", "tcp://r:2"), ("ws", "ws://w")]));
-        assert_eq!(chosen.iter().map(|c| c.0).collect::<Vec<_>>(), vec![Kind::Axon, Kind::WebSocket]);
+        let (chosen, _) = select(
+            &s,
+            &eps(&[
+                ("push", "tcp://p:1"),
+                ("reverse", "tcp://r:2"),
+                ("ws", "ws://w"),
+            ]),
+        );
+        assert_eq!(
+            chosen.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![Kind::Axon, Kind::WebSocket]
+        );
     }
 
     #[test]
     fn config_file_string_and_object_endpoints() {
         let mut s = defaults();
-        apply_file(&mut s, r#"{"websocket":{"enabled":true,"endpoints":"web"},"axon":{"enabled":false}}"#, "config.json").unwrap();
-        assert_eq!(select(&s, &eps(&[("web", "ws://via-web")])).0, vec![(Kind::WebSocket, TransportEndpoint::Single("ws://via-web".into()))]);
+        apply_file(
+            &mut s,
+            r#"{"websocket":{"enabled":true,"endpoints":"web"},"axon":{"enabled":false}}"#,
+            "config.json",
+        )
+        .unwrap();
+        assert_eq!(
+            select(&s, &eps(&[("web", "ws://via-web")])).0,
+            vec![(
+                Kind::WebSocket,
+                TransportEndpoint::Single("ws://via-web".into())
+            )]
+        );
         let mut s = defaults();
-        apply_file(&mut s, r#"{"axon":{"endpoints":{"push":"tcp://raw:1","pull":"reverse"}}}"#, "config.json").unwrap();
+        apply_file(
+            &mut s,
+            r#"{"axon":{"endpoints":{"push":"tcp://raw:1","pull":"reverse"}}}"#,
+            "config.json",
+        )
+        .unwrap();
         assert_eq!(
             select(&s, &eps(&[("reverse", "tcp://r:2")])).0,
-            vec![(Kind::Axon, TransportEndpoint::Named(BTreeMap::from([("pull".into(), "tcp://r:2".into()), ("push".into(), "tcp://raw:1".into())])))]
+            vec![(
+                Kind::Axon,
+                TransportEndpoint::Named(BTreeMap::from([
+                    ("pull".into(), "tcp://r:2".into()),
+                    ("push".into(), "tcp://raw:1".into())
+                ]))
+            )]
         );
     }
 
@@ -268,13 +412,25 @@ mod tests {
         let mut s = defaults();
         assert_eq!(
             apply_file(&mut s, r#"{"carrier_pigeon":{}}"#, "/pkg/config.json"),
-            Err(ConfigFileError::UnknownTransporter { file: "/pkg/config.json".into(), key: "carrier_pigeon".into() })
+            Err(ConfigFileError::UnknownTransporter {
+                file: "/pkg/config.json".into(),
+                key: "carrier_pigeon".into()
+            })
         );
         let e = apply_file(&mut s, r#"{"axon":{"enabled":"yes"}}"#, "c.json").unwrap_err();
         assert_eq!(e.to_string(), "c.json: axon.enabled must be true or false");
         let e = apply_file(&mut s, r#"{"websocket":{"endpoints":[1]}}"#, "c.json").unwrap_err();
-        assert_eq!(e.to_string(), "c.json: websocket.endpoints must be a string or an object of strings");
-        assert!(matches!(apply_file(&mut s, "{", "c.json"), Err(ConfigFileError::Json { .. })));
-        assert!(matches!(apply_file(&mut s, "[]", "c.json"), Err(ConfigFileError::NotObject { .. })));
+        assert_eq!(
+            e.to_string(),
+            "c.json: websocket.endpoints must be a string or an object of strings"
+        );
+        assert!(matches!(
+            apply_file(&mut s, "{", "c.json"),
+            Err(ConfigFileError::Json { .. })
+        ));
+        assert!(matches!(
+            apply_file(&mut s, "[]", "c.json"),
+            Err(ConfigFileError::NotObject { .. })
+        ));
     }
 }
