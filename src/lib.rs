@@ -4,10 +4,12 @@
 //! PM2.io → transport → reverse → PM2):
 //! - [`protocol`]: pure codecs (AMP, rpc, nssocket, cipher, IPC, topics);
 //! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
+//! - [`push`]: status, bus events, logs, exception context, profiles → packets;
 //! - `binding` (feature `node`): the napi exports, nothing else.
 
 pub mod net;
 pub mod protocol;
+pub mod push;
 pub mod socket;
 pub mod transport;
 
