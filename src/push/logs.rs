@@ -11,9 +11,9 @@ pub const LOGS_BUFFER: usize = 8;
 /// Apps with a buffer at once; a name seen on the bus but absent from PM2's
 /// list (e.g. `PM2` itself, or an app deleted meanwhile) must not pin memory.
 pub const MAX_LOG_APPS: usize = 1024;
-/// A single bus `data` string can be megabytes (one big stdout write); the
-/// exception context only needs its tail end of the story, so longer entries
-/// are cut (at a char boundary) to this many bytes.
+/// A single bus `data` string can be megabytes (one big stdout write); as
+/// exception context its beginning is enough, so longer entries are cut (at
+/// a char boundary) to this many bytes.
 pub const MAX_LOG_ENTRY_BYTES: usize = 16 * 1024;
 
 #[derive(Debug)]
