@@ -4,6 +4,8 @@
 //! PM2.io → transport → reverse → PM2):
 //! - [`protocol`]: pure codecs (AMP, rpc, nssocket, cipher, IPC, topics);
 //! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
+//! - [`push`]: status, bus events, logs, exception context, profiles → packets;
+//! - [`reverse`]: PM2.io triggers (`trigger:*`) → PM2 RPC calls → reply packets;
 //! - `binding` (feature `node`): the napi exports, nothing else.
 
 pub mod config;
@@ -12,6 +14,8 @@ pub mod logging;
 pub mod net;
 pub mod pm2;
 pub mod protocol;
+pub mod push;
+pub mod reverse;
 pub mod socket;
 pub mod transport;
 
