@@ -1,39 +1,387 @@
-//! The daemon's running parts once verified: PM2 client, transporters,
-//! push (status + bus events) and reverse (remote actions).
+//! The daemon's running parts once verified. Data flows one way through
+//! them:
+//!
+//! ```text
+//! PM2 (rpc.sock, pub.sock) ─► status loop / bus loop ─► push pipeline ─► Hub ─► transporters ─► PM2.io
+//! PM2.io ─► transporters ─► inbound channel ─► reverse ─► PM2 (rpc.sock), replies ─► Hub
+//! ```
+//!
+//! Every queue between the stages is bounded: the bus subscription, the
+//! inbound channel, the transporters' own queues, and the number of remote
+//! actions running at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::config::DaemonConfig;
-use crate::transport::Endpoints;
+use crate::net::NetOptions;
+use crate::pm2::Pm2Client;
+use crate::push::events::{EventPipeline, PushAction, PushConfig};
+use crate::push::profiling::read_profile;
+use crate::push::status::{internal_ip, status_packet, HostIdentity, StatusContext};
+use crate::push::streaming::LogStreaming;
+use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
+use crate::socket::rpc::RpcError;
+use crate::transport::config::{self as transport_config, Kind};
+use crate::transport::hub::Hub;
+use crate::transport::websocket::{WebSocketOptions, WebSocketTransport};
+use crate::transport::{Endpoints, Packet, TransportEndpoint, Transporter};
+
+/// Bus events waiting for the push pipeline; a log flood beyond this is
+/// dropped (and counted) rather than buffered.
+const BUS_QUEUE: usize = 8192;
+/// Commands from PM2.io waiting to be handled.
+const INBOUND_QUEUE: usize = 256;
+/// Remote actions running at once.
+const MAX_CONCURRENT_ACTIONS: usize = 32;
+/// Largest profiling dump sent (heap snapshots can be huge).
+const MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Deadline of the `getMonitorData` call of each status tick.
+const STATUS_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// The JS agent re-reads the internal IP every 61 ticks.
+const INTERNAL_IP_REFRESH_TICKS: u32 = 61;
 
 #[derive(Clone)]
 pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     cfg: Arc<DaemonConfig>,
+    pm2: Pm2Client,
+    /// The transporters in use, replaced when a re-verification changes
+    /// which ones apply.
+    hub: Mutex<Arc<Hub>>,
+    transporters: Mutex<Vec<(Kind, Arc<dyn Transporter>)>>,
+    inbound_tx: mpsc::Sender<Packet>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Workers {
+    /// Starts the PM2 client and the loops; connects the transporters when
+    /// the agent is active (`endpoints` given).
     pub fn start(cfg: Arc<DaemonConfig>, endpoints: Option<Endpoints>) -> Workers {
-        let _ = endpoints;
-        Workers { cfg }
+        let pm2 = Pm2Client::connect(&cfg.paths.rpc_sock, &cfg.paths.pub_sock);
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let workers = Workers {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                pm2: pm2.clone(),
+                hub: Mutex::new(Arc::new(Hub::new(vec![]))),
+                transporters: Mutex::new(vec![]),
+                inbound_tx,
+                tasks: Mutex::new(vec![]),
+            }),
+        };
+        if let Some(eps) = &endpoints {
+            workers.connect_transports(eps);
+        }
+        let streaming = LogStreaming::new();
+        let pipeline = Arc::new(Mutex::new(EventPipeline::new(
+            PushConfig {
+                machine_name: cfg.identity.machine_name.clone(),
+                public_key: cfg.identity.public_key.clone(),
+                enable_context_on_error: cfg.enable_context_on_error,
+            },
+            streaming.clone(),
+        )));
+        let reverse = Arc::new(Reverse::new(
+            Arc::new(pm2.clone()),
+            ReverseConfig::new(
+                cfg.identity.machine_name.clone(),
+                cfg.identity.public_key.clone(),
+            ),
+            streaming,
+        ));
+        let tasks = vec![
+            tokio::spawn(status_loop(workers.clone(), pipeline.clone())),
+            tokio::spawn(bus_loop(workers.clone(), pipeline)),
+            tokio::spawn(inbound_loop(workers.clone(), reverse, inbound_rx)),
+        ];
+        *lock(&workers.inner.tasks) = tasks;
+        workers
     }
 
+    fn hub(&self) -> Arc<Hub> {
+        lock(&self.inner.hub).clone()
+    }
+
+    fn send(&self, packet: Packet) {
+        self.hub().send(packet);
+    }
+
+    /// Connects the transporters that apply to `endpoints` (config.json,
+    /// `AGENT_*` env, ws fallback), disconnecting those that no longer do.
+    /// Unchanged endpoints are a no-op for a connected transporter.
     pub fn connect_transports(&self, endpoints: &Endpoints) {
-        let _ = (endpoints, &self.cfg);
+        let cfg = &self.inner.cfg;
+        let (chosen, why) = transport_config::select(&cfg.transporters, endpoints);
+        if let Some(why) = why {
+            tracing::info!("{why}");
+        }
+        let mut current = lock(&self.inner.transporters);
+        current.retain(|(kind, t)| {
+            let keep = chosen.iter().any(|(k, _)| k == kind);
+            if !keep {
+                t.disconnect();
+            }
+            keep
+        });
+        for (kind, endpoint) in &chosen {
+            let existing = current
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map(|(_, t)| t.clone());
+            let transporter = match existing {
+                Some(t) => t,
+                None => match self.build_transporter(*kind) {
+                    Some(t) => {
+                        current.push((*kind, t.clone()));
+                        t
+                    }
+                    None => continue,
+                },
+            };
+            tracing::debug!(transporter = transporter.name(), ?endpoint, "connecting");
+            transporter.connect(endpoint.clone());
+        }
+        *lock(&self.inner.hub) =
+            Arc::new(Hub::new(current.iter().map(|(_, t)| t.clone()).collect()));
     }
 
-    pub fn disconnect_transports(&self) {}
+    fn build_transporter(&self, kind: Kind) -> Option<Arc<dyn Transporter>> {
+        let cfg = &self.inner.cfg;
+        match kind {
+            Kind::WebSocket => {
+                let options = WebSocketOptions {
+                    net: NetOptions::from_env(),
+                    json_patch: cfg.ws_json_patch,
+                    gzip: cfg.ws_gzip,
+                    queue_size: cfg.packet_queue_size,
+                    ..WebSocketOptions::default()
+                };
+                match WebSocketTransport::new(
+                    cfg.identity.clone(),
+                    options,
+                    self.inner.inbound_tx.clone(),
+                ) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        tracing::error!("cannot create the WebSocket transporter: {e}");
+                        None
+                    }
+                }
+            }
+            Kind::Axon => {
+                tracing::warn!("the Axon transporter is not available in this build");
+                None
+            }
+        }
+    }
+
+    pub fn disconnect_transports(&self) {
+        self.hub().disconnect();
+    }
 
     pub fn is_connected(&self) -> bool {
-        false
+        self.hub().is_connected()
     }
 
     pub fn active_transporters(&self) -> Vec<String> {
-        vec![]
+        self.hub()
+            .active_transporters()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn last_error(&self) -> Option<String> {
-        None
+        let hub = self.hub();
+        if hub.is_connected() {
+            return None;
+        }
+        hub.transporters().iter().find_map(|t| t.last_error())
     }
 
-    pub async fn stop(&self) {}
+    /// Stops the loops, disconnects the transporters and PM2.
+    pub async fn stop(&self) {
+        for t in lock(&self.inner.tasks).drain(..) {
+            t.abort();
+        }
+        self.hub().disconnect();
+        self.inner.pm2.close().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every STATUS_INTERVAL: PM2's process list → pipeline bookkeeping →
+/// `status`. A tick is skipped while PM2 is unreachable (status is never
+/// queued, so nothing is lost that would still be true later).
+async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
+    let cfg = workers.inner.cfg.clone();
+    let mut ctx = StatusContext {
+        server_name: cfg.identity.machine_name.clone(),
+        internal_ip: internal_ip(),
+        rev_con: false,
+        pm2_version: Some(cfg.identity.pm2_version.clone()),
+        agent_version: cfg.identity.agent_version.clone(),
+        node_version: cfg.host.node_version.clone(),
+        unique_id: unique_server_id(),
+        host: HostIdentity::detect(),
+    };
+    let mut tick = tokio::time::interval(cfg.status_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ip_countdown = INTERNAL_IP_REFRESH_TICKS;
+    loop {
+        tick.tick().await;
+        if !workers.inner.pm2.is_ready() {
+            tracing::trace!("PM2 not ready; no status this tick");
+            continue;
+        }
+        ip_countdown -= 1;
+        if ip_countdown == 0 {
+            ip_countdown = INTERNAL_IP_REFRESH_TICKS;
+            ctx.internal_ip = internal_ip();
+        }
+        let procs =
+            match tokio::time::timeout(STATUS_RPC_TIMEOUT, workers.inner.pm2.get_monitor_data())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    tracing::debug!("getMonitorData failed: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!("getMonitorData timed out");
+                    continue;
+                }
+            };
+        lock(&pipeline).on_status_tick(&procs);
+        workers.send(status_packet(&procs, &ctx));
+    }
+}
+
+/// PM2's bus → push pipeline → transporters.
+async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
+    let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
+    let cfg = workers.inner.cfg.clone();
+    let mut reported_drops = 0;
+    while let Some(ev) = sub.recv().await {
+        let packet = ev
+            .args
+            .into_iter()
+            .next()
+            .and_then(|a| a.into_value())
+            .unwrap_or(Value::Null);
+        let actions = lock(&pipeline).handle(&ev.topic, packet);
+        for action in actions {
+            match action {
+                PushAction::Send(p) => workers.send(p),
+                PushAction::Profile { path, meta } => {
+                    let w = workers.clone();
+                    tokio::spawn(async move {
+                        match read_profile(&path, meta, MAX_PROFILE_BYTES).await {
+                            Ok(p) => w.send(p),
+                            Err(e) => tracing::warn!("profile not sent: {e}"),
+                        }
+                    });
+                }
+                PushAction::Trace(_) => {
+                    tracing::trace!("axm:trace event (transaction aggregation not enabled)");
+                }
+            }
+        }
+        let dropped = sub.dropped();
+        if dropped > reported_drops {
+            tracing::warn!(
+                dropped,
+                "PM2 bus events dropped: the agent could not keep up"
+            );
+            reported_drops = dropped;
+        }
+    }
+    let _ = cfg;
+}
+
+/// PM2.io's commands → reverse → replies to PM2.io.
+async fn inbound_loop(
+    workers: Workers,
+    reverse: Arc<Reverse>,
+    mut inbound: mpsc::Receiver<Packet>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_ACTIONS));
+    while let Some(packet) = inbound.recv().await {
+        if !Reverse::handles(&packet.channel) {
+            tracing::debug!(channel = %packet.channel, "inbound channel ignored");
+            continue;
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (w, r) = (workers.clone(), reverse.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Some(reply) = r.handle(&packet.channel, packet.payload).await {
+                w.send(reply);
+            }
+        });
+    }
+}
+
+impl Pm2Api for Pm2Client {
+    fn call<'a>(
+        &'a self,
+        method: &'a str,
+        args: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Vec<Value>, String>> {
+        Box::pin(async move {
+            Pm2Client::call(self, method, args)
+                .await
+                .map_err(|e| match e {
+                    RpcError::Remote(r) => r.message,
+                    other => other.to_string(),
+                })
+        })
+    }
+}
+
+/// `UNIQUE_SERVER_ID`: a random v4-style UUID per agent process.
+fn unique_server_id() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for chunk in bytes.chunks_mut(8) {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let h = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[allow(dead_code)]
+fn _endpoint_type_check(e: TransportEndpoint) -> TransportEndpoint {
+    e
 }
