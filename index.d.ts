@@ -16,7 +16,7 @@ export declare class NativeDaemon {
    * `host` (`{cpus, totalmem, hostname, nodeVersion, execPath}`); throws
    * the JS daemon's messages for missing keys.
    */
-  constructor(env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string })
+  constructor(env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string, configFile?: string })
   /**
    * Starts the daemon; `onEvent` receives JSON strings:
    * `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`.
