@@ -9,12 +9,19 @@ const fs = require('node:fs')
 const root = path.join(__dirname, '..')
 
 test('the loader picks the linux-x64-gnu binary and the addon answers', () => {
-  const binding = require(root)
+  const binding = require(path.join(root, 'index.js'))
   assert.equal(binding.version(), require(path.join(root, 'package.json')).version)
   if (process.platform === 'linux' && process.arch === 'x64') {
     const loaded = Object.keys(require.cache).filter((f) => f.endsWith('.node'))
     assert.ok(loaded.some((f) => path.basename(f) === 'interactor.linux-x64-gnu.node'), loaded.join(','))
   }
+})
+
+test('the package entry point is the InteractorClient, like @pm2/agent', () => {
+  const client = require(root)
+  assert.equal(client, require(path.join(root, 'src', 'InteractorClient.js')))
+  for (const m of ['launchAndInteract', 'ping', 'killInteractorDaemon', 'getInteractInfo', 'update', 'launchRPC',
+    'disconnectRPC', 'getOrSetConf', 'daemonize', 'launchOrAttach']) assert.equal(typeof client[m], 'function', m)
 })
 
 test('every shipped platform has its npm/ package in the napi-rs layout', () => {
@@ -31,7 +38,7 @@ test('every shipped platform has its npm/ package in the napi-rs layout', () => 
 })
 
 test('pingSocket is false for a missing socket and rpcCall rejects clearly', async () => {
-  const binding = require(root)
+  const binding = require(path.join(root, 'index.js'))
   const missing = path.join(require('node:os').tmpdir(), `ka-missing-${process.pid}.sock`)
   assert.equal(await binding.pingSocket(missing, 300), false)
   await assert.rejects(binding.rpcCall(missing, 'getInfos', [], 300), /timed out|closed|lost/)

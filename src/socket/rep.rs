@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::connection::{AmpReader, Writer};
 use super::endpoint::{Endpoint, EndpointError, Listener};
@@ -46,6 +46,9 @@ impl Replier {
 pub struct RepSocket {
     endpoint: Endpoint,
     accept_task: tokio::task::JoinHandle<()>,
+    /// Set on close: every connection task ends, closing its peer (as
+    /// axon's `rep.close()` destroys its sockets).
+    shutdown: watch::Sender<bool>,
 }
 
 impl RepSocket {
@@ -59,6 +62,7 @@ impl RepSocket {
         let bound = listener.local_endpoint();
         let (tx, rx) = mpsc::channel(256);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -74,13 +78,18 @@ impl RepSocket {
                     continue;
                 };
                 let tx = tx.clone();
+                let mut stop = shutdown_rx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let (r, w) = tokio::io::split(stream);
                     let writer = Writer::spawn(w, MAX_REPLY_BYTES);
                     let mut reader = AmpReader::new(r, max_frame);
                     loop {
-                        match reader.read_message().await {
+                        let next = tokio::select! {
+                            m = reader.read_message() => m,
+                            _ = stop.wait_for(|s| *s) => return,
+                        };
+                        match next {
                             Ok(Some(mut args)) => {
                                 let Some(id) = args.pop() else { continue };
                                 let req = Request {
@@ -108,6 +117,7 @@ impl RepSocket {
             RepSocket {
                 endpoint: bound,
                 accept_task,
+                shutdown,
             },
             rx,
         ))
@@ -120,6 +130,7 @@ impl RepSocket {
     /// Stops accepting and removes the unix socket file.
     pub fn close(&self) {
         self.accept_task.abort();
+        let _ = self.shutdown.send(true);
         if let Endpoint::Unix(p) = &self.endpoint {
             let _ = std::fs::remove_file(p);
         }
@@ -129,5 +140,45 @@ impl RepSocket {
 impl Drop for RepSocket {
     fn drop(&mut self) {
         self.accept_task.abort();
+        let _ = self.shutdown.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::req::{ReqOptions, ReqSocket};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn close_drops_connected_peers() {
+        let dir = std::env::temp_dir().join(format!("ka-rep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ep = Endpoint::unix(dir.join("rep.sock"));
+        let (sock, mut requests) = RepSocket::bind(&ep, 1 << 20).await.unwrap();
+        tokio::spawn(async move {
+            while let Some(r) = requests.recv().await {
+                r.reply.reply(vec![Arg::str("pong")]);
+            }
+        });
+        let req = ReqSocket::connect(
+            ep.clone(),
+            ReqOptions {
+                timeout: Duration::from_millis(500),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            req.request(vec![Arg::str("ping")]).await.unwrap(),
+            vec![Arg::str("pong")]
+        );
+        let mut state = req.state();
+        sock.close();
+        tokio::time::timeout(Duration::from_secs(2), state.wait_for(|s| !s.connected))
+            .await
+            .expect("the peer is disconnected by close()")
+            .unwrap();
+        assert!(req.request(vec![Arg::str("ping")]).await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -213,7 +213,26 @@ impl RpcServer {
                 return rpc::methods_reply(&descs);
             }
             Ok(Request::Call { method, args }) => (method, args),
-            Err(rejection) => return rpc::rejection_reply(&rejection),
+            Err(rejection) => {
+                // pm2-axon-rpc checks that the method exists before it looks
+                // at `.args`: keep its order of errors.
+                if let Some(m) = msg
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .filter(|m| !m.is_empty())
+                {
+                    let known = self
+                        .methods
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .any(|(d, _)| d.name == m);
+                    if !known {
+                        return rpc::unknown_method_reply(m);
+                    }
+                }
+                return rpc::rejection_reply(&rejection);
+            }
         };
         let handler = {
             let m = self.methods.lock().unwrap_or_else(|e| e.into_inner());
