@@ -84,6 +84,8 @@ pub struct DaemonConfig {
     pub enable_context_on_error: bool,
     pub trace_flush_interval: Duration,
     pub pm2_binary_path: Option<PathBuf>,
+    /// How often verifyPM2 is asked again (`PM2_AGENT_REVERIFY_INTERVAL`, ms).
+    pub reverify_interval: Duration,
     /// Transporters from `config.json` and `AGENT_*` variables.
     pub transporters: Vec<TransporterSettings>,
     /// The whole environment (DEBUG, proxies, …).
@@ -190,6 +192,9 @@ impl DaemonConfig {
                 .max(100),
             ),
             pm2_binary_path: get("PM2_BINARY_PATH").map(PathBuf::from),
+            reverify_interval: Duration::from_millis(
+                number("PM2_AGENT_REVERIFY_INTERVAL", 60_000)?.max(500),
+            ),
             env,
         })
     }

@@ -17,7 +17,6 @@ pub mod workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -26,9 +25,6 @@ use crate::config::DaemonConfig;
 use crate::net::NetOptions;
 use crate::transport::Endpoints;
 use verify::Verdict;
-
-/// Re-verification period (the JS daemon's `_workerEndpoint`).
-pub const REVERIFY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the daemon asks of its host process.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +52,9 @@ pub struct Status {
     pub active: AtomicBool,
     pub km_data: Mutex<Option<Value>>,
     pub workers: Mutex<Option<workers::Workers>>,
+    /// Why the last verification failed (proxy refused, 407, unknown
+    /// certificate, …), cleared by a successful one.
+    pub verify_error: Mutex<Option<String>>,
 }
 
 /// A running daemon's control handle.
@@ -130,7 +129,7 @@ async fn run(
 
     // Verification, racing the stop signal so `kill` works at any time.
     let verdict = tokio::select! {
-        v = verify_with_retries(&cfg, &net, &host) => Some(v),
+        v = verify_with_retries(&cfg, &net, &host, &status) => Some(v),
         _ = stop_rx.wait_for(Option::is_some) => None,
     };
     let code = match verdict {
@@ -207,6 +206,7 @@ async fn verify_with_retries(
     cfg: &DaemonConfig,
     net: &NetOptions,
     host: &mpsc::Sender<HostEvent>,
+    status: &Status,
 ) -> Result<Verdict, String> {
     let mut retries = 0;
     let mut told_parent = false;
@@ -214,6 +214,10 @@ async fn verify_with_retries(
         let verdict = verify::judge(verify::verify(cfg, net).await);
         match verdict {
             Verdict::Retry { reason, km_data } => {
+                *status
+                    .verify_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
                 // A disabled/pending bucket: tell the CLI now (it prints the
                 // matching message) instead of after minutes of retries.
                 if let (Some(km), false) = (km_data, told_parent) {
@@ -228,7 +232,13 @@ async fn verify_with_retries(
                 tracing::warn!(attempt = retries, "verifyPM2 failed: {reason}; retrying");
                 tokio::time::sleep(verify::RETRY_STEP * retries).await;
             }
-            v => return Ok(v),
+            v => {
+                *status
+                    .verify_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                return Ok(v);
+            }
         }
     }
 }
@@ -241,10 +251,8 @@ async fn reverify_loop(
     status: Arc<Status>,
     workers: workers::Workers,
 ) {
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + REVERIFY_INTERVAL,
-        REVERIFY_INTERVAL,
-    );
+    let every = cfg.reverify_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
         match verify::judge(verify::verify(&cfg, &net).await) {

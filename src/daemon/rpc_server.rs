@@ -53,7 +53,23 @@ pub async fn bind(
 /// The `getInfos` answer: nothing until the agent is active.
 fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
     if !status.active.load(Ordering::SeqCst) {
-        return None;
+        // JS answers nothing until active. When verification is failing we
+        // answer why, so `pm2 link info` shows the reason (a refused proxy,
+        // a 407, an unknown certificate…) instead of `undefined`.
+        let err = status
+            .verify_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        return Some(json!({
+            "machine_name": cfg.identity.machine_name,
+            "public_key": cfg.identity.public_key,
+            "connected": false,
+            "transporters": [],
+            "socket_path": cfg.paths.interactor_sock.display().to_string(),
+            "pm2_home_monitored": cfg.paths.pm2_home.display().to_string(),
+            "last_error": err,
+        }));
     }
     let km = status
         .km_data
