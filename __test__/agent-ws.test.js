@@ -14,6 +14,8 @@ const home = tmpHome('ka-ws-')
 process.env.PM2_HOME = home
 process.env.WS_JSON_PATCH = 'true' // as `pm2 link` sets it
 process.env.PM2_SILENT = 'true'
+// This file restarts PM2 itself; the watchdog has its own test.
+process.env.PM2_AGENT_WATCHDOG = 'false'
 const InteractorClient = require('../src/InteractorClient')
 const constants = require('../constants')
 

@@ -14,6 +14,8 @@ const pkg = require('../package.json')
 // another agent: the InteractorClient short-circuits on this variable.
 process.env.PM2_AGENT_ONLINE = 'true'
 
+const STARTED_AT = Date.now()
+
 function pm2Home () {
   return process.env.PM2_HOME || path.join(os.homedir(), '.pm2')
 }
@@ -58,6 +60,7 @@ class InteractorDaemon {
         if (typeof cb === 'function') setTimeout(cb, 20)
         return
       }
+      if (ev.type === 'rescue') return this._rescue(ev.reason)
       if (ev.type === 'exit') {
         const cbs = this._exitCallbacks.splice(0)
         for (const fn of cbs) {
@@ -66,6 +69,43 @@ class InteractorDaemon {
         // Let the IPC message and the kill reply flush before leaving.
         setTimeout(() => process.exit(ev.code), 10)
       }
+    })
+  }
+
+  // A fatal error in the Rust daemon: it already stopped its work and
+  // released interactor.sock. Relaunch the agent the way the CLI does
+  // (getOrSetConf from this process's env, then daemonize), then leave.
+  _rescue (reason) {
+    console.error('-- FATAL EXCEPTION happened --')
+    console.error(new Date())
+    console.error(reason)
+    const rescues = parseInt(process.env.PM2_AGENT_RESCUES || '0', 10) || 0
+    const livedMs = Date.now() - STARTED_AT
+    const count = livedMs < 5 * 60 * 1000 ? rescues + 1 : 1
+    if (count > 5) {
+      console.error('[PM2 Agent] Failed to rescue agent : it crashed 5 times in a row, giving up')
+      return process.exit(1)
+    }
+    process.env.PM2_AGENT_RESCUES = String(count)
+    // Injected faults (a testing aid) fire once, not in the relaunched agent.
+    delete process.env.PM2_AGENT_FAULT_INJECTION
+    console.log('Re-initiating Agent')
+    const InteractorClient = require('./InteractorClient')
+    const cst = require('../constants').forHome(pm2Home())
+    InteractorClient.getOrSetConf(cst, null, (err, infos) => {
+      if (err || !infos) {
+        console.error('[PM2 Agent] Failed to rescue agent :', err)
+        return process.exit(1)
+      }
+      console.log('[PM2 Agent] Using (Public key: %s) (Info node: %s)', infos.public_key, infos.info_node)
+      const timer = setTimeout(() => {
+        console.error('Daemonization of failsafe agent did not worked')
+        process.exit(1)
+      }, 15000)
+      InteractorClient.daemonize(cst, infos, (err) => {
+        clearTimeout(timer)
+        process.exit(err ? 1 : 0)
+      })
     })
   }
 

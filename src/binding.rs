@@ -120,7 +120,8 @@ impl NativeDaemon {
     }
 
     /// Starts the daemon; `onEvent` receives JSON strings:
-    /// `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`.
+    /// `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`,
+    /// `{"type":"rescue","reason":…}` (relaunch the agent, then exit).
     #[napi(ts_args_type = "onEvent: (json: string) => void")]
     pub fn start(&mut self, on_event: EventCallback) -> Result<()> {
         if self.handle.is_some() {
@@ -133,11 +134,12 @@ impl NativeDaemon {
         napi::bindgen_prelude::spawn(run);
         napi::bindgen_prelude::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                let last = matches!(ev, HostEvent::Exit(_));
+                let last = matches!(ev, HostEvent::Exit(_) | HostEvent::Rescue(_));
                 let json = match ev {
                     HostEvent::SendToParent(data) => json!({"type": "ipc", "data": data}),
                     HostEvent::Started => json!({"type": "started"}),
                     HostEvent::Exit(code) => json!({"type": "exit", "code": code}),
+                    HostEvent::Rescue(reason) => json!({"type": "rescue", "reason": reason}),
                 }
                 .to_string();
                 // The queue is bounded; on the rare full queue, wait a bit.

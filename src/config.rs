@@ -84,6 +84,16 @@ pub struct DaemonConfig {
     pub enable_context_on_error: bool,
     pub trace_flush_interval: Duration,
     pub pm2_binary_path: Option<PathBuf>,
+    /// `PM2_AGENT_FAULT_INJECTION` (testing aid): `panic:daemon` or
+    /// `panic:status` makes that task panic once the agent runs, to
+    /// exercise the self-rescue path.
+    pub fault_injection: Option<String>,
+    /// Watchdog: `PM2_AGENT_WATCHDOG=false` turns it off.
+    pub watchdog: bool,
+    /// Delay before the watchdog starts (`PM2_AGENT_WATCHDOG_DELAY`, ms).
+    pub watchdog_delay: Duration,
+    /// Period of the process-list dump (`PM2_AGENT_DUMP_INTERVAL`, ms).
+    pub dump_interval: Duration,
     /// How often verifyPM2 is asked again (`PM2_AGENT_REVERIFY_INTERVAL`, ms).
     pub reverify_interval: Duration,
     /// Transporters from `config.json` and `AGENT_*` variables.
@@ -192,6 +202,15 @@ impl DaemonConfig {
                 .max(100),
             ),
             pm2_binary_path: get("PM2_BINARY_PATH").map(PathBuf::from),
+            fault_injection: get("PM2_AGENT_FAULT_INJECTION"),
+            watchdog: !matches!(
+                get("PM2_AGENT_WATCHDOG").as_deref(),
+                Some("false") | Some("0")
+            ),
+            watchdog_delay: Duration::from_millis(number("PM2_AGENT_WATCHDOG_DELAY", 30_000)?),
+            dump_interval: Duration::from_millis(
+                number("PM2_AGENT_DUMP_INTERVAL", 300_000)?.max(1000),
+            ),
             reverify_interval: Duration::from_millis(
                 number("PM2_AGENT_REVERIFY_INTERVAL", 60_000)?.max(500),
             ),

@@ -104,6 +104,25 @@ pub fn init(debug: Option<&str>) {
                 filter.enabled(&namespace(meta.target()))
             }));
         let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+        // A panic is logged with where it happened before it is caught
+        // (tokio and the daemon's catch_unwind turn it into a rescue).
+        std::panic::set_hook(Box::new(|info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let thread = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned();
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(target: "interactor::daemon", %location, %thread, "panic: {msg}");
+        }));
     });
 }
 

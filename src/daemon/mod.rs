@@ -13,6 +13,7 @@
 
 pub mod rpc_server;
 pub mod verify;
+pub mod watchdog;
 pub mod workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,10 @@ pub enum HostEvent {
     Started,
     /// The daemon is done; exit the process with this code.
     Exit(i32),
+    /// A fatal error: the daemon stopped its work and released
+    /// `interactor.sock`; the host relaunches the agent the way
+    /// `daemonize` does, then exits.
+    Rescue(String),
 }
 
 /// Why the daemon stops.
@@ -44,6 +49,8 @@ pub enum Stop {
     Clean,
     /// An error: exit 1, leave the files (as the JS daemon does).
     Error(String),
+    /// A fatal error in a task (a panic): stop and let the host relaunch.
+    Rescue(String),
 }
 
 /// State the `getInfos` RPC reads.
@@ -75,8 +82,9 @@ impl DaemonHandle {
 }
 
 /// Creates the daemon: its control handle, and the future that runs it to
-/// the end (ending with [`HostEvent::Exit`]). A panic inside is caught,
-/// logged and turned into exit code 1: it never unwinds into the host.
+/// the end (ending with [`HostEvent::Exit`] or [`HostEvent::Rescue`]). A
+/// panic inside is caught, logged and turned into a rescue: it never
+/// unwinds into the host.
 pub fn start(
     cfg: DaemonConfig,
     host: mpsc::Sender<HostEvent>,
@@ -84,31 +92,59 @@ pub fn start(
     use futures_util::FutureExt;
     let (stop, stop_rx) = watch::channel(None);
     let handle = DaemonHandle { stop: stop.clone() };
+    let status = Arc::new(Status::default());
     let fut = async move {
-        let run = std::panic::AssertUnwindSafe(run(Arc::new(cfg), host.clone(), stop, stop_rx));
-        let code = match run.catch_unwind().await {
-            Ok(code) => code,
+        let run = std::panic::AssertUnwindSafe(run(
+            Arc::new(cfg),
+            host.clone(),
+            status.clone(),
+            stop,
+            stop_rx,
+        ));
+        let event = match run.catch_unwind().await {
+            Ok(Outcome::Exit(code)) => HostEvent::Exit(code),
+            Ok(Outcome::Rescue(why)) => HostEvent::Rescue(why),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = panic_message(&*panic);
                 tracing::error!("-- FATAL EXCEPTION happened -- {what}");
-                1
+                // The unwinding dropped the RPC socket; stop what still runs.
+                let workers = lock(&status.workers).take();
+                if let Some(w) = workers {
+                    w.stop().await;
+                }
+                HostEvent::Rescue(what)
             }
         };
-        let _ = host.send(HostEvent::Exit(code)).await;
+        let _ = host.send(event).await;
     };
     (handle, fut)
+}
+
+/// How `run` ends.
+enum Outcome {
+    Exit(i32),
+    Rescue(String),
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn run(
     cfg: Arc<DaemonConfig>,
     host: mpsc::Sender<HostEvent>,
+    status: Arc<Status>,
     stop: watch::Sender<Option<Stop>>,
     mut stop_rx: watch::Receiver<Option<Stop>>,
-) -> i32 {
+) -> Outcome {
     tracing::info!(
         machine_name = %cfg.identity.machine_name,
         public_key = %cfg.identity.public_key,
@@ -117,12 +153,11 @@ async fn run(
         "PM2 Agent v{} starting",
         cfg.identity.agent_version
     );
-    let status = Arc::new(Status::default());
     let rpc = match rpc_server::bind(&cfg, status.clone(), stop.clone()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot serve {}: {e}", cfg.paths.interactor_sock.display());
-            return 1;
+            return Outcome::Exit(1);
         }
     };
     let net = NetOptions::from_env();
@@ -169,11 +204,21 @@ async fn run(
                         Verdict::Active { endpoints, .. } => Some(endpoints),
                         _ => None,
                     };
-                    let w = workers::Workers::start(cfg.clone(), endpoints);
+                    let fatal = stop.clone();
+                    let w = workers::Workers::start(
+                        cfg.clone(),
+                        endpoints,
+                        Arc::new(move |why: String| {
+                            let _ = fatal.send(Some(Stop::Rescue(why)));
+                        }),
+                    );
                     *status.workers.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
                     let reverify =
                         tokio::spawn(reverify_loop(cfg.clone(), net.clone(), status.clone(), w));
                     let _ = host.send(HostEvent::Started).await;
+                    if cfg.fault_injection.as_deref() == Some("panic:daemon") {
+                        panic!("fault injection: panic in the daemon task");
+                    }
                     let _ = stop_rx.wait_for(Option::is_some).await;
                     reverify.abort();
                     match stop_rx.borrow().clone() {
@@ -194,10 +239,16 @@ async fn run(
     if let Some(w) = workers {
         w.stop().await;
     }
-    let clean = matches!(*stop_rx.borrow(), Some(Stop::Clean) | None) && code == 0;
+    let stop_reason = stop_rx.borrow().clone();
+    let clean = matches!(stop_reason, Some(Stop::Clean) | None) && code == 0;
     rpc.shutdown(clean, &cfg.paths).await;
+    if let Some(Stop::Rescue(why)) = stop_reason {
+        tracing::error!("-- FATAL EXCEPTION happened -- {why}");
+        tracing::info!("Re-initiating Agent");
+        return Outcome::Rescue(why);
+    }
     tracing::info!(code, "PM2 Agent stopped");
-    code
+    Outcome::Exit(code)
 }
 
 /// Verifies until an answer the daemon can act on, or gives up after

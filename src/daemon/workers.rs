@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
@@ -45,6 +45,9 @@ const STATUS_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// The JS agent re-reads the internal IP every 61 ticks.
 const INTERNAL_IP_REFRESH_TICKS: u32 = 61;
 
+/// Called when a worker task dies of a panic: the daemon rescues itself.
+pub type FatalHandler = Arc<dyn Fn(String) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Workers {
     inner: Arc<Inner>,
@@ -58,13 +61,17 @@ struct Inner {
     hub: Mutex<Arc<Hub>>,
     transporters: Mutex<Vec<(Kind, Arc<dyn Transporter>)>>,
     inbound_tx: mpsc::Sender<Packet>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 impl Workers {
     /// Starts the PM2 client and the loops; connects the transporters when
     /// the agent is active (`endpoints` given).
-    pub fn start(cfg: Arc<DaemonConfig>, endpoints: Option<Endpoints>) -> Workers {
+    pub fn start(
+        cfg: Arc<DaemonConfig>,
+        endpoints: Option<Endpoints>,
+        on_fatal: FatalHandler,
+    ) -> Workers {
         let pm2 = Pm2Client::connect(&cfg.paths.rpc_sock, &cfg.paths.pub_sock);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let workers = Workers {
@@ -97,11 +104,27 @@ impl Workers {
             ),
             streaming,
         ));
-        let tasks = vec![
-            tokio::spawn(status_loop(workers.clone(), pipeline.clone())),
-            tokio::spawn(bus_loop(workers.clone(), pipeline)),
-            tokio::spawn(inbound_loop(workers.clone(), reverse, inbound_rx)),
+        let mut tasks = vec![
+            (
+                "status loop",
+                tokio::spawn(status_loop(workers.clone(), pipeline.clone())),
+            ),
+            (
+                "bus loop",
+                tokio::spawn(bus_loop(workers.clone(), pipeline)),
+            ),
+            (
+                "inbound loop",
+                tokio::spawn(inbound_loop(workers.clone(), reverse, inbound_rx)),
+            ),
         ];
+        if cfg.watchdog {
+            tasks.push((
+                "watchdog",
+                tokio::spawn(super::watchdog::run(cfg.clone(), pm2.clone())),
+            ));
+        }
+        let tasks = supervise(tasks, on_fatal);
         *lock(&workers.inner.tasks) = tasks;
         workers
     }
@@ -221,6 +244,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Watches the worker tasks: one that panics is logged with its name and
+/// the panic message, and the daemon is asked to rescue itself (a silently
+/// dead status loop would leave the dashboard frozen while the agent looks
+/// alive). Returns abort handles for every task, supervisor included.
+fn supervise(
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    on_fatal: FatalHandler,
+) -> Vec<AbortHandle> {
+    let mut aborts: Vec<AbortHandle> = tasks.iter().map(|(_, h)| h.abort_handle()).collect();
+    let supervisor = tokio::spawn(async move {
+        let (mut names, mut pending): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+        while !pending.is_empty() {
+            let (res, i, rest) = futures_util::future::select_all(pending).await;
+            let name = names.remove(i);
+            pending = rest;
+            match res {
+                Err(e) if e.is_panic() => {
+                    let why = format!(
+                        "{name} panicked: {}",
+                        super::panic_message(&*e.into_panic())
+                    );
+                    tracing::error!("{why}");
+                    on_fatal(why);
+                    return;
+                }
+                Err(_) => {} // aborted on stop
+                Ok(()) => tracing::debug!("{name} ended"),
+            }
+        }
+    });
+    aborts.push(supervisor.abort_handle());
+    aborts
+}
+
 /// Every STATUS_INTERVAL: PM2's process list → pipeline bookkeeping →
 /// `status`. A tick is skipped while PM2 is unreachable (status is never
 /// queued, so nothing is lost that would still be true later).
@@ -239,8 +296,12 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     let mut tick = tokio::time::interval(cfg.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ip_countdown = INTERNAL_IP_REFRESH_TICKS;
+    let inject_panic = cfg.fault_injection.as_deref() == Some("panic:status");
     loop {
         tick.tick().await;
+        if inject_panic {
+            panic!("fault injection: panic in the status loop");
+        }
         if !workers.inner.pm2.is_ready() {
             tracing::trace!("PM2 not ready; no status this tick");
             continue;

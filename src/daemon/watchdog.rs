@@ -1,0 +1,215 @@
+//! The WatchDog: keeps PM2 alive under the agent. While PM2 is up, its
+//! process list is dumped to `dump.pm2` every 5 minutes; when PM2 goes away
+//! (its `rpc.sock` stays unreachable for a few seconds), `pm2 resurrect` is
+//! run once for that outage, never two at a time.
+//!
+//! Differences from the JS WatchDog, on purpose: the dump is written
+//! atomically and keeps the previous one as `dump.pm2.bak` (like `pm2 save`),
+//! an empty process list never overwrites a saved dump, and a resurrect that
+//! hangs is killed after a deadline.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::DaemonConfig;
+use crate::pm2::Pm2Client;
+
+/// How long `rpc.sock` must stay unreachable before PM2 counts as gone
+/// (the JS agent acted on the 7th reconnect attempt, about 3 s).
+pub const OUTAGE_THRESHOLD: Duration = Duration::from_secs(3);
+/// A `pm2 resurrect` running longer than this is killed.
+pub const RESURRECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(cfg: Arc<DaemonConfig>, pm2: Pm2Client) {
+    tokio::time::sleep(cfg.watchdog_delay).await;
+    tracing::debug!("watchdog started");
+    let mut state = pm2.rpc().socket().state();
+    let mut dump_tick = tokio::time::interval(cfg.dump_interval);
+    dump_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut down_since: Option<Instant> = None;
+    let mut resurrected_this_outage = false;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = dump_tick.tick() => {
+                if pm2.is_ready() {
+                    if let Err(e) = dump(&cfg, &pm2).await {
+                        tracing::warn!("process list not dumped: {e}");
+                    }
+                }
+                continue;
+            }
+            r = state.changed() => if r.is_err() { return },
+            _ = check.tick() => {}
+        }
+        let connected = state.borrow().connected;
+        if connected {
+            if down_since.take().is_some() {
+                tracing::info!("PM2 is back");
+            }
+            resurrected_this_outage = false;
+            continue;
+        }
+        let since = *down_since.get_or_insert_with(Instant::now);
+        if !resurrected_this_outage && since.elapsed() >= OUTAGE_THRESHOLD {
+            resurrected_this_outage = true;
+            // Awaited inline: the loop cannot start a second one meanwhile.
+            resurrect(&cfg).await;
+        }
+    }
+}
+
+/// Runs `<node> <pm2> resurrect` with `PM2_AGENT_ONLINE=true`, so the CLI
+/// does not start a second agent.
+async fn resurrect(cfg: &DaemonConfig) {
+    let Some((program, args)) = pm2_command(cfg) else {
+        tracing::error!(
+            "PM2 is down and no pm2 binary was found to resurrect it (set PM2_BINARY_PATH)"
+        );
+        return;
+    };
+    tracing::info!(program = %program.display(), "PM2 is down: running pm2 resurrect");
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&args)
+        .arg("resurrect")
+        .env("PM2_AGENT_ONLINE", "true")
+        .env("PM2_HOME", &cfg.paths.pm2_home)
+        .env_remove("NODE_CHANNEL_FD")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(RESURRECT_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                tracing::info!("pm2 resurrect done");
+                tracing::debug!("pm2 resurrect: {}{}", text.trim(), err.trim());
+            } else {
+                tracing::error!(
+                    "pm2 resurrect failed ({}): {}{}",
+                    out.status,
+                    text.trim(),
+                    err.trim()
+                );
+            }
+        }
+        Ok(Err(e)) => tracing::error!("cannot run pm2 resurrect: {e}"),
+        Err(_) => tracing::error!("pm2 resurrect did not finish in {RESURRECT_TIMEOUT:?}; killed"),
+    }
+}
+
+/// The pm2 CLI: `PM2_BINARY_PATH`, else the pm2 found next to this
+/// package (installed inside pm2, beside it, or as our dependency), else
+/// `pm2` from `PATH`.
+pub fn pm2_command(cfg: &DaemonConfig) -> Option<(PathBuf, Vec<PathBuf>)> {
+    let node = cfg
+        .host
+        .node_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("node"));
+    if let Some(bin) = cfg.pm2_binary_path.as_ref().filter(|p| p.is_file()) {
+        return Some((node, vec![bin.clone()]));
+    }
+    let pkg = cfg.host.config_file.as_deref().and_then(Path::parent);
+    if let Some(pkg) = pkg {
+        let candidates = [
+            pkg.join("../../../bin/pm2"), // pm2/node_modules/@pm2/agent
+            pkg.join("../../bin/pm2"),    // pm2/node_modules/keymetrics-agent
+            pkg.join("../pm2/bin/pm2"),   // node_modules/pm2 beside us
+            pkg.join("node_modules/pm2/bin/pm2"),
+        ];
+        if let Some(bin) = candidates.into_iter().find(|p| p.is_file()) {
+            return Some((node, vec![bin]));
+        }
+    }
+    let on_path = std::env::var_os("PATH")?;
+    std::env::split_paths(&on_path)
+        .map(|d| d.join("pm2"))
+        .find(|p| p.is_file())
+        .map(|p| (p, vec![]))
+}
+
+/// Writes PM2's process list to `dump.pm2` the way `pm2 save` does (the
+/// `pm2_env` of each process but modules, without `instances`/`pm_id`).
+pub async fn dump(cfg: &DaemonConfig, pm2: &Pm2Client) -> Result<usize, String> {
+    let procs = pm2.get_monitor_data().await.map_err(|e| e.to_string())?;
+    let envs = dump_entries(&procs);
+    if envs.is_empty() {
+        // An empty list (PM2 just restarted, nothing resurrected yet) must
+        // not replace the dump that would bring the apps back.
+        return Ok(0);
+    }
+    let n = envs.len();
+    let text = serde_json::to_string_pretty(&Value::Array(envs)).map_err(|e| e.to_string())?;
+    write_atomically(&cfg.paths.dump_file, text.as_bytes()).map_err(|e| e.to_string())?;
+    tracing::debug!(processes = n, "process list dumped");
+    Ok(n)
+}
+
+pub fn dump_entries(procs: &[Value]) -> Vec<Value> {
+    procs
+        .iter()
+        .filter_map(|p| p.get("pm2_env"))
+        .filter(|env| {
+            !env.get("pmx_module")
+                .is_some_and(crate::protocol::rpc::truthy)
+        })
+        .map(|env| {
+            let mut env = env.clone();
+            if let Some(o) = env.as_object_mut() {
+                o.remove("instances");
+                o.remove("pm_id");
+            }
+            env
+        })
+        .collect()
+}
+
+/// `file.tmp` then rename; the previous file is kept as `file.bak`.
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = file.with_extension("pm2.tmp");
+    std::fs::write(&tmp, bytes)?;
+    if file.exists() {
+        let _ = std::fs::copy(file, file.with_extension("pm2.bak"));
+    }
+    std::fs::rename(&tmp, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dump_entries_like_pm2_save() {
+        let procs = vec![
+            json!({"pm_id": 0, "pm2_env": {"name": "a", "pm_id": 0, "instances": 1, "env": {"X": "1"}}}),
+            json!({"pm_id": 1, "pm2_env": {"name": "mod", "pmx_module": true}}),
+            json!({"pm_id": 2}),
+        ];
+        assert_eq!(
+            dump_entries(&procs),
+            vec![json!({"name": "a", "env": {"X": "1"}})]
+        );
+    }
+
+    #[test]
+    fn atomic_write_keeps_a_backup() {
+        let dir = std::env::temp_dir().join(format!("ka-dump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("dump.pm2");
+        write_atomically(&f, b"[1]").unwrap();
+        write_atomically(&f, b"[2]").unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "[2]");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("dump.pm2.bak")).unwrap(),
+            "[1]"
+        );
+        assert!(!dir.join("dump.pm2.tmp").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
