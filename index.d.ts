@@ -19,7 +19,8 @@ export declare class NativeDaemon {
   constructor(env: Record<string, string | undefined>, host: { cpus: any[], totalmem: number, hostname: string, nodeVersion: string, execPath?: string, configFile?: string })
   /**
    * Starts the daemon; `onEvent` receives JSON strings:
-   * `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`.
+   * `{"type":"ipc","data":…}`, `{"type":"started"}`, `{"type":"exit","code":n}`,
+   * `{"type":"rescue","reason":…}` (relaunch the agent, then exit).
    */
   start(onEvent: (json: string) => void): void
   /** Asks the daemon to stop: cleanly (exit 0) or with an error (exit 1). */
