@@ -29,7 +29,7 @@ use crate::socket::rpc::RpcError;
 use crate::transport::config::{self as transport_config, Kind};
 use crate::transport::hub::Hub;
 use crate::transport::websocket::{WebSocketOptions, WebSocketTransport};
-use crate::transport::{Endpoints, Packet, TransportEndpoint, Transporter};
+use crate::transport::{Endpoints, Packet, Transporter};
 
 /// Bus events waiting for the push pipeline; a log flood beyond this is
 /// dropped (and counted) rather than buffered.
@@ -333,7 +333,6 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
 /// PM2's bus → push pipeline → transporters.
 async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
-    let cfg = workers.inner.cfg.clone();
     let mut reported_drops = 0;
     while let Some(ev) = sub.recv().await {
         let packet = ev
@@ -369,7 +368,6 @@ async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
             reported_drops = dropped;
         }
     }
-    let _ = cfg;
 }
 
 /// PM2.io's commands → reverse → replies to PM2.io.
@@ -440,9 +438,4 @@ fn unique_server_id() -> String {
         &h[16..20],
         &h[20..]
     )
-}
-
-#[allow(dead_code)]
-fn _endpoint_type_check(e: TransportEndpoint) -> TransportEndpoint {
-    e
 }
