@@ -3,8 +3,15 @@
 // over HTTP and the WebSocket interaction endpoint on the same port. It
 // records what the agent sends and can push commands to it. (PM2.io itself
 // cannot be reached from tests; everything else the agent talks to is real.)
+//
+// Options: `tls: {key, cert}` serves HTTPS and WSS instead of HTTP and WS;
+// `host` is the name the URLs use (default 127.0.0.1; the server always
+// listens on 127.0.0.1 only); `wsHost` overrides it in the advertised
+// WebSocket endpoint. Every recorded request carries the remote port of its
+// TCP connection (to tell a proxied request from a direct one).
 
 const http = require('http')
+const https = require('https')
 const { EventEmitter } = require('events')
 const WebSocket = require('ws')
 const jsonpatch = require('fast-json-patch')
@@ -19,12 +26,17 @@ class Backend extends EventEmitter {
     this.statuses = []
     this._lastStatus = null
     this.port = opts.port || 0
+    this.tls = opts.tls || null
+    this.host = opts.host || '127.0.0.1'
+    this.wsHost = opts.wsHost || this.host
+    // TLS handshakes that failed (e.g. the agent rejecting our certificate).
+    this.tlsErrors = []
     // (body, req) => answer object; default: active with our ws endpoint.
     this.verify = opts.verify || (() => this.activeAnswer())
   }
 
-  get url () { return `http://127.0.0.1:${this.port}` }
-  get wsUrl () { return `ws://127.0.0.1:${this.port}/interaction` }
+  get url () { return `${this.tls ? 'https' : 'http'}://${this.host}:${this.port}` }
+  get wsUrl () { return `${this.tls ? 'wss' : 'ws'}://${this.wsHost}:${this.port}/interaction` }
 
   activeAnswer (extra = {}) {
     return Object.assign({
@@ -36,10 +48,19 @@ class Backend extends EventEmitter {
   }
 
   async start () {
-    this.server = http.createServer((req, res) => this._onHttp(req, res))
+    const handler = (req, res) => this._onHttp(req, res)
+    this.server = this.tls
+      ? https.createServer({ key: this.tls.key, cert: this.tls.cert }, handler)
+      : http.createServer(handler)
+    if (this.tls) this.server.on('tlsClientError', (err) => this.tlsErrors.push(err))
     this.wss = new WebSocket.Server({ noServer: true })
     this.server.on('upgrade', (req, socket, head) => {
-      this.wsHandshakes.push({ url: req.url, headers: req.headers })
+      this.wsHandshakes.push({
+        url: req.url,
+        headers: req.headers,
+        remotePort: req.socket.remotePort,
+        encrypted: Boolean(req.socket.encrypted)
+      })
       this.wss.handleUpgrade(req, socket, head, (ws) => this._onWs(ws, req))
     })
     await new Promise((resolve, reject) => {
@@ -58,7 +79,13 @@ class Backend extends EventEmitter {
       if (req.method === 'POST' && req.url === '/api/node/verifyPM2') {
         let parsed = null
         try { parsed = JSON.parse(body) } catch (e) {}
-        this.verifyRequests.push({ headers: req.headers, raw: body, body: parsed })
+        this.verifyRequests.push({
+          headers: req.headers,
+          raw: body,
+          body: parsed,
+          remotePort: req.socket.remotePort,
+          encrypted: Boolean(req.socket.encrypted)
+        })
         this.emit('verify', parsed)
         const answer = this.verify(parsed, req)
         res.writeHead(200, { 'Content-Type': 'application/json' })
