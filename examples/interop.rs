@@ -59,6 +59,7 @@ fn from_arg(a: &Arg) -> Value {
         Arg::Str(s) => json!(s),
         Arg::Json(v) => v.clone(),
         Arg::Raw(b) => json!({ "$raw": hex::encode(b) }),
+        Arg::JsonText(_) => a.to_value().unwrap_or(Value::Null),
     }
 }
 

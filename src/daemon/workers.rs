@@ -312,7 +312,7 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
             ctx.internal_ip = internal_ip();
         }
         let procs =
-            match tokio::time::timeout(STATUS_RPC_TIMEOUT, workers.inner.pm2.get_monitor_data())
+            match tokio::time::timeout(STATUS_RPC_TIMEOUT, workers.inner.pm2.monitor_snapshot())
                 .await
             {
                 Ok(Ok(p)) => p,

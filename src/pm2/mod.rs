@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod snapshot;
+
 use crate::protocol::amp;
 use crate::socket::endpoint::Endpoint;
 use crate::socket::req::ReqOptions;
@@ -28,6 +30,7 @@ impl Pm2Client {
         let rpc = RpcClient::connect(
             Endpoint::unix(rpc_sock),
             ReqOptions {
+                lazy_json: true,
                 timeout: RPC_TIMEOUT,
                 max_queued: 256,
                 max_pending: 256,
@@ -55,6 +58,18 @@ impl Pm2Client {
                 "getMonitorData did not return a list".into(),
             )),
         }
+    }
+
+    /// `getMonitorData({})` reduced to what `status` and the push pipeline
+    /// read. PM2's reply carries every app's whole environment (often
+    /// hundreds of KB each second); it is deserialized straight into these
+    /// fields, skipping the rest without building a JSON tree.
+    pub async fn monitor_snapshot(&self) -> Result<Vec<Value>, RpcError> {
+        let text = self
+            .rpc
+            .call_text("getMonitorData", vec![Value::Object(Default::default())])
+            .await?;
+        snapshot::parse(&text)
     }
 
     /// Every bus event (`*`), in a queue of `capacity` events; when the

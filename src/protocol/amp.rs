@@ -36,6 +36,10 @@ pub enum Arg {
     Json(Value),
     /// No prefix: a Node `Buffer`.
     Raw(Bytes),
+    /// `j:` prefix, body kept as unparsed JSON text (see [`parse_lazy`]):
+    /// for big replies the consumer parses straight into the few fields it
+    /// needs instead of building a whole `Value` tree.
+    JsonText(Bytes),
 }
 
 impl Arg {
@@ -57,14 +61,27 @@ impl Arg {
             Arg::Str(s) => Some(Value::String(s.clone())),
             Arg::Json(v) => Some(v.clone()),
             Arg::Raw(_) => None,
+            Arg::JsonText(t) => serde_json::from_slice(t).ok(),
         }
     }
 
+    /// The argument as a JSON value; `None` for a raw buffer or JSON text
+    /// that does not parse.
     pub fn into_value(self) -> Option<Value> {
         match self {
             Arg::Str(s) => Some(Value::String(s)),
             Arg::Json(v) => Some(v),
             Arg::Raw(_) => None,
+            Arg::JsonText(t) => serde_json::from_slice(&t).ok(),
+        }
+    }
+
+    /// The JSON text of a `j:` argument (serialising a parsed one).
+    pub fn json_text(&self) -> Option<Bytes> {
+        match self {
+            Arg::JsonText(t) => Some(t.clone()),
+            Arg::Json(v) => serde_json::to_vec(v).ok().map(Bytes::from),
+            _ => None,
         }
     }
 
@@ -74,6 +91,7 @@ impl Arg {
             // serde_json has no cheap "length of"; encode() measures it for real.
             Arg::Json(_) => 0,
             Arg::Raw(b) => b.len(),
+            Arg::JsonText(t) => 2 + t.len(),
         }
     }
 }
@@ -187,6 +205,16 @@ pub fn check_strict(buf: &[u8], max: usize) -> Result<usize, FrameError> {
 /// Decodes the frame at the start of `buf`. Call [`check`] first: this
 /// assumes the whole frame is there and returns `Incomplete` otherwise.
 pub fn parse(buf: &[u8]) -> Result<Message, FrameError> {
+    parse_with(buf, false)
+}
+
+/// Like [`parse`], but `j:` arguments are returned as [`Arg::JsonText`]
+/// (checked for UTF-8 only); parsing them is left to the consumer.
+pub fn parse_lazy(buf: &[u8]) -> Result<Message, FrameError> {
+    parse_with(buf, true)
+}
+
+fn parse_with(buf: &[u8], lazy_json: bool) -> Result<Message, FrameError> {
     let total = check(buf, usize::MAX)?;
     let argc = (buf[0] & 0x0f) as usize;
     let mut args = Vec::with_capacity(argc);
@@ -196,13 +224,25 @@ pub fn parse(buf: &[u8]) -> Result<Message, FrameError> {
         pos += 4;
         let body = &buf[pos..pos + len];
         pos += len;
-        args.push(decode_arg(body, index, total)?);
+        args.push(decode_arg(body, index, total, lazy_json)?);
     }
     Ok(args)
 }
 
-fn decode_arg(body: &[u8], index: usize, frame_len: usize) -> Result<Arg, FrameError> {
+fn decode_arg(
+    body: &[u8],
+    index: usize,
+    frame_len: usize,
+    lazy_json: bool,
+) -> Result<Arg, FrameError> {
     match body {
+        [b'j', b':', rest @ ..] if lazy_json => {
+            std::str::from_utf8(rest).map_err(|_| FrameError::InvalidUtf8 {
+                index,
+                len: frame_len,
+            })?;
+            Ok(Arg::JsonText(Bytes::copy_from_slice(rest)))
+        }
         [b's', b':', rest @ ..] => std::str::from_utf8(rest)
             .map(|s| Arg::Str(s.to_owned()))
             .map_err(|_| FrameError::InvalidUtf8 {
@@ -243,6 +283,10 @@ pub fn encode(args: &[Arg], out: &mut BytesMut) -> Result<(), EncodeError> {
                 serde_json::to_writer((&mut *out).writer(), v).expect("serialising a Value");
             }
             Arg::Raw(b) => out.put_slice(b),
+            Arg::JsonText(t) => {
+                out.put_slice(b"j:");
+                out.put_slice(t);
+            }
         }
         let len = out.len() - len_at - 4;
         let len = u32::try_from(len).map_err(|_| EncodeError::ArgTooLarge(i))?;
@@ -395,6 +439,29 @@ mod tests {
                 len: 10,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn lazy_json_keeps_the_text() {
+        let frame =
+            encode_to_bytes(&[json!({"args":[[{"pm_id":0}]]}).into(), Arg::str("id")]).unwrap();
+        let msg = parse_lazy(&frame).unwrap();
+        assert_eq!(
+            msg[0],
+            Arg::JsonText(Bytes::from_static(br#"{"args":[[{"pm_id":0}]]}"#))
+        );
+        assert_eq!(msg[0].to_value(), Some(json!({"args":[[{"pm_id":0}]]})));
+        assert_eq!(msg[1], Arg::str("id"));
+        // Re-encoding the text gives the same bytes.
+        assert_eq!(encode_to_bytes(&msg).unwrap(), frame);
+        let mut bad = BytesMut::new();
+        bad.put_u8(0x11);
+        bad.put_u32(4);
+        bad.put_slice(&[b'j', b':', 0xff, 0xfe]);
+        assert!(matches!(
+            parse_lazy(&bad),
+            Err(FrameError::InvalidUtf8 { .. })
         ));
     }
 

@@ -26,6 +26,8 @@ pub struct AmpReader<R> {
     inner: R,
     buf: BytesMut,
     max_frame: usize,
+    /// Keep `j:` arguments as text ([`amp::parse_lazy`]).
+    lazy_json: bool,
     /// Frames skipped because their body was bad (counted, logged).
     pub skipped: u64,
 }
@@ -36,8 +38,15 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
             inner,
             buf: BytesMut::with_capacity(4096),
             max_frame,
+            lazy_json: false,
             skipped: 0,
         }
+    }
+
+    /// Leaves `j:` arguments unparsed ([`crate::protocol::amp::Arg::JsonText`]).
+    pub fn lazy_json(mut self, lazy: bool) -> Self {
+        self.lazy_json = lazy;
+        self
     }
 
     /// The next message, `Ok(None)` at a clean end of stream. Frames with a
@@ -48,7 +57,12 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
             match amp::check(&self.buf, self.max_frame) {
                 Ok(len) => {
                     let frame = self.buf.split_to(len);
-                    match amp::parse(&frame) {
+                    let parsed = if self.lazy_json {
+                        amp::parse_lazy(&frame)
+                    } else {
+                        amp::parse(&frame)
+                    };
+                    match parsed {
                         Ok(msg) => return Ok(Some(msg)),
                         Err(e) => {
                             self.skipped += 1;

@@ -32,6 +32,8 @@ pub struct ReqOptions {
     pub max_frame: usize,
     /// Message-id prefix; axon uses the pid.
     pub identity: String,
+    /// Keep `j:` reply arguments as unparsed text (`Arg::JsonText`).
+    pub lazy_json: bool,
 }
 
 impl Default for ReqOptions {
@@ -42,6 +44,7 @@ impl Default for ReqOptions {
             max_pending: 1024,
             max_frame: amp::DEFAULT_MAX_FRAME,
             identity: std::process::id().to_string(),
+            lazy_json: false,
         }
     }
 }
@@ -220,7 +223,8 @@ impl Actor {
             tracing::debug!(endpoint = %self.endpoint, generation, "req connected");
             let (read, write) = tokio::io::split(stream);
             let writer = Writer::spawn(write, 64 * 1024 * 1024);
-            let mut reader = AmpReader::new(read, self.opts.max_frame);
+            let mut reader =
+                AmpReader::new(read, self.opts.max_frame).lazy_json(self.opts.lazy_json);
             let _ = self.state.send(ConnState {
                 connected: true,
                 generation,

@@ -116,6 +116,25 @@ impl RpcClient {
         }
     }
 
+    /// Calls `method` and returns the reply object's JSON text unparsed
+    /// (with a socket in `lazy_json` mode this costs no parsing at all), for
+    /// callers that deserialize big replies into the few fields they need.
+    pub async fn call_text(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+    ) -> Result<bytes::Bytes, RpcError> {
+        let msg = rpc::encode_request(&Request::Call {
+            method: method.to_owned(),
+            args,
+        });
+        let reply = self.req.request(vec![Arg::Json(msg)]).await?;
+        reply
+            .first()
+            .and_then(Arg::json_text)
+            .ok_or_else(|| RpcError::Malformed("reply is not JSON".into()))
+    }
+
     /// The method table of the current connection, once discovered.
     pub fn methods(&self) -> Option<Arc<Vec<MethodDescription>>> {
         self.methods.borrow().clone()
