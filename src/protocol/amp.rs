@@ -208,8 +208,8 @@ pub fn parse(buf: &[u8]) -> Result<Message, FrameError> {
     parse_with(buf, false)
 }
 
-/// Like [`parse`], but `j:` arguments are returned as [`Arg::JsonText`]
-/// (checked for UTF-8 only); parsing them is left to the consumer.
+/// Like [`parse`], but `j:` arguments are returned as [`Arg::JsonText`],
+/// unchecked: parsing (and rejecting bad text) is left to the consumer.
 pub fn parse_lazy(buf: &[u8]) -> Result<Message, FrameError> {
     parse_with(buf, true)
 }
