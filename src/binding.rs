@@ -22,6 +22,22 @@ use crate::socket::rpc::{RpcClient, RpcError};
 /// handful of events in its life, so 64 is far above need.
 type EventCallback = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, false, 64>;
 
+/// The agent's work is light and mostly waiting on sockets: one worker
+/// thread is plenty, and every extra thread costs private memory (its stack
+/// and a malloc arena) in the process PM2 users watch.
+#[napi_derive::module_init]
+fn init() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_name("km-agent")
+        .enable_all()
+        .build();
+    if let Ok(rt) = rt {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}
+
 /// The agent's version (the package version).
 #[napi]
 pub fn version() -> String {
