@@ -338,51 +338,43 @@ impl Drop for Conn {
 }
 
 /// Opens both sockets at once (the JS `async.parallel`), each bounded by
-/// `timeout`. The pub socket retries on axon's schedule within that time.
+/// `timeout`; the first failure ends the attempt. The pub socket retries on
+/// axon's schedule within that time.
 async fn open(t: Target, timeout: Duration, max_pending: usize) -> Result<Conn, AxonError> {
     let push = PubGuard(PubSocket::connect(t.push.clone(), max_pending));
     let mut up = push.0.connection();
     let push_ready = async {
-        tokio::time::timeout(timeout, up.wait_for(|c| *c))
-            .await
-            .map(|r| r.is_ok())
-    };
-    let reverse = tokio::time::timeout(timeout, nssocket::connect(&t.pull, max_pending));
-    let (push_ready, reverse) = tokio::join!(push_ready, reverse);
-    let (reader, sender) = match reverse {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => {
-            return Err(AxonError::Connect {
-                which: "reverse",
-                endpoint: t.pull.to_string(),
-                reason: e.to_string(),
-            })
-        }
-        Err(_) => {
-            return Err(AxonError::ConnectTimeout {
-                which: "reverse",
-                endpoint: t.pull.to_string(),
-                timeout,
-            })
-        }
-    };
-    match push_ready {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(AxonError::Connect {
+        match tokio::time::timeout(timeout, up.wait_for(|c| *c)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The watch sender only goes with the socket's task.
+            Ok(Err(_)) => Err(AxonError::Connect {
                 which: "push",
                 endpoint: t.push.to_string(),
                 reason: "socket closed".into(),
-            })
-        }
-        Err(_) => {
-            return Err(AxonError::ConnectTimeout {
+            }),
+            Err(_) => Err(AxonError::ConnectTimeout {
                 which: "push",
                 endpoint: t.push.to_string(),
                 timeout,
-            })
+            }),
         }
-    }
+    };
+    let reverse = async {
+        match tokio::time::timeout(timeout, nssocket::connect(&t.pull, max_pending)).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(e)) => Err(AxonError::Connect {
+                which: "reverse",
+                endpoint: t.pull.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(AxonError::ConnectTimeout {
+                which: "reverse",
+                endpoint: t.pull.to_string(),
+                timeout,
+            }),
+        }
+    };
+    let ((), (reader, sender)) = tokio::try_join!(push_ready, reverse)?;
     Ok(Conn {
         push,
         reader,
