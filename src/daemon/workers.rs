@@ -26,6 +26,7 @@ use crate::push::status::{internal_ip, status_packet, HostIdentity, StatusContex
 use crate::push::streaming::LogStreaming;
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
 use crate::socket::rpc::RpcError;
+use crate::transport::axon::{AxonOptions, AxonTransport};
 use crate::transport::config::{self as transport_config, Kind};
 use crate::transport::hub::Hub;
 use crate::transport::websocket::{WebSocketOptions, WebSocketTransport};
@@ -200,8 +201,23 @@ impl Workers {
                 }
             }
             Kind::Axon => {
-                tracing::warn!("the Axon transporter is not available in this build");
-                None
+                let options = AxonOptions {
+                    system_metadata: cfg.system_metadata(),
+                    queue_size: cfg.packet_queue_size,
+                    status_interval: cfg.status_interval,
+                    ..AxonOptions::default()
+                };
+                match AxonTransport::new(
+                    cfg.identity.clone(),
+                    options,
+                    self.inner.inbound_tx.clone(),
+                ) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        tracing::error!("cannot create the Axon transporter: {e}");
+                        None
+                    }
+                }
             }
         }
     }

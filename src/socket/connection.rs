@@ -109,6 +109,7 @@ pub struct Writer {
     pending: Arc<AtomicUsize>,
     max_pending: usize,
     pub written: Arc<AtomicU64>,
+    task: tokio::task::AbortHandle,
 }
 
 impl Writer {
@@ -123,7 +124,7 @@ impl Writer {
         let pending = Arc::new(AtomicUsize::new(0));
         let written = Arc::new(AtomicU64::new(0));
         let (p, w) = (pending.clone(), written.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(out) = rx.recv().await {
                 let n = out.bytes.len();
                 let res = sink.write_all(&out.bytes).await;
@@ -151,7 +152,16 @@ impl Writer {
             pending,
             max_pending,
             written,
+            task: task.abort_handle(),
         }
+    }
+
+    /// Stops the writer task now, dropping what is queued and the sink. A
+    /// peer that stopped reading keeps `write_all` pending forever; without
+    /// this, closing such a connection would leave the task, its queue and
+    /// the socket alive until the peer reads again.
+    pub fn abort(&self) {
+        self.task.abort();
     }
 
     /// Queues bytes without waiting.
@@ -269,5 +279,25 @@ mod tests {
         assert!(refused > 0, "queue must refuse past its limit");
         assert!(w.pending_bytes() <= 100);
         assert!(accepted >= 10);
+    }
+
+    #[tokio::test]
+    async fn abort_releases_a_writer_stuck_on_a_silent_peer() {
+        let (client, mut server) = tokio::io::duplex(16);
+        let w = Writer::spawn(client, 1 << 20);
+        w.send(Bytes::from(vec![0u8; 1024])).unwrap();
+        tokio::task::yield_now().await;
+        assert!(w.pending_bytes() > 0, "stuck: the peer never reads");
+        w.abort();
+        w.closed().await;
+        assert!(w.is_closed());
+        assert!(w.send(Bytes::from_static(b"x")).is_err());
+        // The sink was dropped: the peer sees the end of the stream after
+        // the bytes that made it through.
+        let mut rest = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut server, &mut rest)
+            .await
+            .unwrap();
+        assert!(rest.len() <= 16);
     }
 }

@@ -67,6 +67,12 @@ impl NsSender {
     pub fn pending_bytes(&self) -> usize {
         self.writer.pending_bytes()
     }
+
+    /// Closes the connection's writing side now, queued lines dropped (see
+    /// [`Writer::abort`]).
+    pub fn abort(&self) {
+        self.writer.abort();
+    }
 }
 
 /// Connects and splits into a reader and a sender.

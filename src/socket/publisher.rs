@@ -198,12 +198,14 @@ impl PubSocket {
         self.max_pending
     }
 
+    /// Stops reconnecting and drops every peer at once, queued frames
+    /// included (axon's `close()` destroys its sockets the same way).
     pub fn close(&self) {
         self.task.abort();
-        self.shared
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let peers =
+            std::mem::take(&mut *self.shared.peers.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in peers {
+            p.abort();
+        }
     }
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub mod axon;
+pub mod base;
 pub mod config;
 pub mod hub;
 pub mod json_patch;

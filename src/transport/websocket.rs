@@ -15,8 +15,8 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,12 +34,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
+pub use super::base::PACKET_QUEUE_SIZE;
+use super::base::{is_falsy, is_volatile, Backoff, Shared};
 use super::json_patch;
 use super::{Identity, Packet, TransportEndpoint, TransportStats, Transporter};
 use crate::net::{self, BoxStream, NetError, NetOptions, Url};
-
-/// The JS agent's offline queue length (`PACKET_QUEUE_SIZE`).
-pub const PACKET_QUEUE_SIZE: usize = 200;
 
 /// Upper bound on the HTTP response head of the upgrade: a real 101 is a few
 /// hundred bytes; anything bigger is not a WebSocket server.
@@ -126,26 +125,6 @@ pub enum WsError {
     HeaderValue(&'static str),
     #[error("no tokio runtime to run the WebSocket transport on")]
     NoRuntime,
-}
-
-/// State shared between the handle (readers) and the actor (writer).
-#[derive(Default)]
-struct Shared {
-    connected: AtomicBool,
-    last_error: Mutex<Option<String>>,
-    sent: AtomicU64,
-    queued: AtomicU64,
-    dropped: AtomicU64,
-    inbound_dropped: AtomicU64,
-    connects: AtomicU64,
-}
-
-impl Shared {
-    fn set_error(&self, e: Option<String>) {
-        // A poisoned lock only means another thread panicked mid-assignment
-        // of an Option<String>; the value is still usable.
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
-    }
 }
 
 /// Handle to the WebSocket actor. Dropping it closes the socket (code 1000)
@@ -301,39 +280,12 @@ impl Transporter for WebSocketTransport {
     }
 
     fn last_error(&self) -> Option<String> {
-        self.shared
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.last_error()
     }
 
     fn stats(&self) -> TransportStats {
-        let s = &self.shared;
-        TransportStats {
-            sent: s.sent.load(Ordering::Relaxed),
-            queued: s.queued.load(Ordering::Relaxed),
-            dropped: s.dropped.load(Ordering::Relaxed),
-            inbound_dropped: s.inbound_dropped.load(Ordering::Relaxed),
-            connects: s.connects.load(Ordering::Relaxed),
-        }
+        self.shared.stats()
     }
-}
-
-/// JS truthiness of a JSON value (`!payload`).
-fn is_falsy(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(_) | Value::Object(_) => false,
-    }
-}
-
-/// Channels that are only worth sending live: the next one supersedes them.
-fn is_volatile(channel: &str) -> bool {
-    matches!(channel, "status" | "monitoring" | "status:patch")
 }
 
 /// The wire form, `payload` first like `JSON.stringify({payload, channel})`.
@@ -685,20 +637,8 @@ impl Actor {
             }
             return;
         }
-        match self.inbound.try_send(Packet { channel, payload }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(p)) => {
-                let n = self.shared.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Powers of two: visible without flooding the log.
-                if n.is_power_of_two() {
-                    warn!(channel = %p.channel, dropped = n, "WebSocket: inbound channel full, message dropped");
-                }
-            }
-            Err(TrySendError::Closed(p)) => {
-                self.shared.inbound_dropped.fetch_add(1, Ordering::Relaxed);
-                debug!(channel = %p.channel, "WebSocket: no inbound consumer, message dropped");
-            }
-        }
+        self.shared
+            .deliver(&self.inbound, Packet { channel, payload }, "WebSocket");
     }
 }
 
@@ -844,68 +784,6 @@ fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, WsError> {
         ));
     }
     Ok(Some(len))
-}
-
-/// Reconnect delays: `initial` doubling up to `max`; each delay is drawn in
-/// [d/2, d] ("equal jitter") so agents cut off together (backend restart)
-/// do not all come back in the same second.
-#[derive(Debug, Clone)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.min(max);
-        Backoff {
-            initial,
-            max,
-            next: initial,
-            rng: seed(),
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = base.saturating_mul(2).min(self.max);
-        jitter(base, self.random())
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    /// xorshift64*: plenty for spreading reconnects; no crate needed.
-    fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-fn jitter(base: Duration, r: u64) -> Duration {
-    let half = base / 2;
-    let span = (base - half).as_nanos().min(u64::MAX as u128) as u64;
-    half + Duration::from_nanos(r % span.saturating_add(1))
-}
-
-/// A per-process random seed from std's randomly keyed hasher.
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() | 1
 }
 
 #[cfg(test)]

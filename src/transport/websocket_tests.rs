@@ -151,33 +151,6 @@ fn request_rejects_header_injection() {
 }
 
 #[test]
-fn backoff_doubles_with_jitter_and_resets() {
-    let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    let bases = [1, 2, 4, 8, 16, 32, 60, 60, 60];
-    for base in bases {
-        let d = b.next_delay();
-        let base = Duration::from_secs(base);
-        assert!(
-            d >= base / 2 && d <= base,
-            "{d:?} outside [{:?}, {base:?}]",
-            base / 2
-        );
-    }
-    b.reset();
-    assert!(b.next_delay() <= Duration::from_secs(1));
-    assert_eq!(jitter(Duration::from_secs(10), 0), Duration::from_secs(5));
-    assert_eq!(
-        jitter(Duration::from_secs(10), u64::MAX),
-        Duration::from_secs(5) + Duration::from_nanos(u64::MAX % 5_000_000_001)
-    );
-    assert_eq!(jitter(Duration::ZERO, 7), Duration::ZERO);
-    // Absurd settings do not overflow or panic.
-    let mut b = Backoff::new(Duration::MAX, Duration::MAX);
-    b.next_delay();
-    b.next_delay();
-}
-
-#[test]
 fn needs_a_runtime() {
     let (tx, _rx) = mpsc::channel(1);
     assert_eq!(
