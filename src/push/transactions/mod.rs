@@ -83,6 +83,10 @@ pub const VARIANCES_SENT: usize = 5;
 pub struct TransactionConfig {
     /// `MACHINE_NAME`: `process.server` after a restart resets an app.
     pub server: String,
+    /// `TRACE_FLUSH_INTERVAL`: how often the daemon calls
+    /// [`TransactionAggregator::flush`] (30 s; 1 s under `NODE_ENV=local_test`
+    /// or `PM2_DEBUG=true`, see `DaemonConfig::trace_flush_interval`).
+    pub flush_interval: Duration,
     /// `AGGREGATION_DURATION`: after an app comes back `online`, its data is
     /// collected but not sent for this long (zero: no learning period).
     pub learning_duration: Duration,
@@ -115,6 +119,7 @@ impl TransactionConfig {
     pub fn new(server: impl Into<String>) -> Self {
         TransactionConfig {
             server: server.into(),
+            flush_interval: Duration::from_secs(30),
             learning_duration: Duration::from_secs(600),
             censor: true,
             max_apps: 256,
@@ -376,7 +381,8 @@ impl TransactionAggregator {
                 if !self.cfg.learning_duration.is_zero() {
                     fresh.learning = Some(Learning {
                         start_ms: now_ms,
-                        next_notify_ms: now_ms + duration_ms(LEARNING_NOTIFY_INTERVAL),
+                        next_notify_ms: now_ms
+                            .saturating_add(duration_ms(LEARNING_NOTIFY_INTERVAL)),
                     });
                 }
                 let old = std::mem::replace(&mut self.apps[index], fresh);
@@ -607,8 +613,10 @@ impl TransactionAggregator {
             if now_ms < l.next_notify_ms {
                 continue;
             }
-            let elapsed = now_ms - l.start_ms;
-            l.next_notify_ms = l.start_ms + (elapsed / step + 1) * step;
+            let elapsed = now_ms.saturating_sub(l.start_ms);
+            l.next_notify_ms = l
+                .start_ms
+                .saturating_add((elapsed / step + 1).saturating_mul(step));
             let mut data = Map::new();
             data.insert(
                 "learning_duration".into(),
@@ -726,27 +734,24 @@ fn limit_labels(labels: &mut Map<String, Value>, cfg: &TransactionConfig) -> u64
     }
     let mut remove = Vec::new();
     for (k, v) in labels.iter_mut() {
+        let stacktrace = k == "stacktrace";
+        let max = if stacktrace {
+            cfg.max_stacktrace_bytes
+        } else {
+            cfg.max_label_bytes
+        };
         match v {
-            Value::String(s) if k == "stacktrace" => {
-                if s.len() > cfg.max_stacktrace_bytes {
-                    remove.push(k.clone());
+            // Cut, a stack trace would no longer be JSON: removed instead.
+            Value::String(s) if s.len() > max && stacktrace => remove.push(k.clone()),
+            Value::String(s) if s.len() > max => {
+                let mut cut = max;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
                 }
+                s.truncate(cut);
+                changed += 1;
             }
-            Value::String(s) => {
-                if s.len() > cfg.max_label_bytes {
-                    let mut cut = cfg.max_label_bytes;
-                    while !s.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    s.truncate(cut);
-                    changed += 1;
-                }
-            }
-            Value::Array(_) | Value::Object(_) => {
-                if json_len(v) > cfg.max_label_bytes {
-                    remove.push(k.clone());
-                }
-            }
+            Value::Array(_) | Value::Object(_) if json_len(v) > max => remove.push(k.clone()),
             _ => {}
         }
     }
@@ -1009,7 +1014,7 @@ fn app_payload(app: &mut App, now_ms: u64) -> Value {
         // Most frequent first; stable, so ties keep their age order.
         route
             .variances
-            .sort_by(|a, b| b.histogram.count().cmp(&a.histogram.count()));
+            .sort_by_key(|v| std::cmp::Reverse(v.histogram.count()));
         let rp = rmeta.histogram.percentiles(&[0.5, 0.95]);
         let route_meta = jsval::fclone_map(&object([
             ("min", Some(num(rmeta.histogram.min()))),

@@ -265,3 +265,461 @@ fn scenario_matches_js() {
     assert_eq!(got.len(), want.len());
     assert_eq!(agg.drops().invalid_traces, 1, "the trace without http/path");
 }
+
+fn ms(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+/// A trace of `path` whose root lasts `dur` ms, with one `mongo` child per
+/// entry of `children` (their durations).
+fn trace(app: &str, path: &str, dur: u64, children: &[u64]) -> Value {
+    let iso = |ms: u64| {
+        // 2020-01-01T00:00:00Z + ms, as JS would print it.
+        let s = ms / 1000;
+        format!(
+            "2020-01-01T00:{:02}:{:02}.{:03}Z",
+            s / 60,
+            s % 60,
+            ms % 1000
+        )
+    };
+    let mut spans = vec![json!({
+        "name": path, "kind": "RPC_SERVER", "spanId": 1,
+        "labels": {"http/path": path, "http/method": "GET"},
+        "startTime": iso(0), "endTime": iso(dur),
+    })];
+    for d in children {
+        spans.push(json!({
+            "name": "mongo-find", "kind": "RPC_CLIENT",
+            "labels": {"cmd": "{\"q\":1}"},
+            "startTime": iso(1), "endTime": iso(1 + d),
+        }));
+    }
+    json!({"data": {"spans": spans}, "process": {"pm_id": 1, "name": app, "rev": null, "server": "m"}})
+}
+
+fn routes_of(packet: &Packet) -> Vec<String> {
+    packet.payload["data"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn flush_shape() {
+    let t0 = Instant::now();
+    let mut agg = aggregator(TransactionConfig::new("m"), t0);
+    agg.aggregate(trace("api", "/users/1", 30, &[10]), ms(t0, 100));
+    agg.aggregate(trace("api", "/users/2", 50, &[20]), ms(t0, 200));
+    agg.aggregate(trace("api", "/users", 5, &[]), ms(t0, 300));
+    agg.aggregate(trace("api", "/users", 7, &[]), ms(t0, 400));
+    let out = agg.flush(ms(t0, 30_000));
+    assert_eq!(out.len(), 1);
+    let p = &out[0];
+    assert_eq!(p.channel, "axm:transaction");
+    assert_eq!(routes_of(p), ["/users/*", "/users"]);
+    let meta = &p.payload["data"]["meta"];
+    assert_eq!(meta["trace_count"], 4);
+    assert_eq!(meta["http_percentiles"]["median"], 18.5);
+    assert_eq!(meta["db_percentiles"]["mongo"], 15);
+    // One-segment routes merge (JS lost every trace after the first).
+    let users = &p.payload["data"]["routes"][1];
+    assert_eq!(users["meta"]["count"], 2);
+    assert_eq!(users["variances"][0]["count"], 2);
+    // pm_id (truthy) is not part of the process of an app created by a trace.
+    assert_eq!(
+        p.payload["process"],
+        json!({"name": "api", "rev": null, "server": "m"})
+    );
+    // Key order as the JS agent puts it on the wire (fclone reverses).
+    let text = serde_json::to_string(&p.payload).unwrap();
+    assert!(
+        text.starts_with(r#"{"data":{"routes":[{"path":"/users/*","meta":{"p95":"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn variances_sorted_by_count_top_five() {
+    let t0 = Instant::now();
+    let mut agg = aggregator(TransactionConfig::new("m"), t0);
+    // 7 variances (0..=6 children); variance k seen k+1 times.
+    for k in 0..7u64 {
+        for _ in 0..=k {
+            let children: Vec<u64> = (0..k).map(|_| 3).collect();
+            agg.aggregate(trace("api", "/a/b", 20, &children), ms(t0, 10));
+        }
+    }
+    let out = agg.flush(ms(t0, 1000));
+    let vars = out[0].payload["data"]["routes"][0]["variances"]
+        .as_array()
+        .unwrap();
+    let counts: Vec<u64> = vars.iter().map(|v| v["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [7, 6, 5, 4, 3]);
+    assert_eq!(vars[0]["spans"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn learning_period_lasts_the_aggregation_duration() {
+    let t0 = Instant::now();
+    let mut cfg = TransactionConfig::new("srv");
+    cfg.learning_duration = Duration::from_secs(600);
+    let mut agg = aggregator(cfg, t0);
+    agg.aggregate(trace("api", "/x", 10, &[]), ms(t0, 0));
+    // Unknown apps are not reset.
+    agg.on_process_event(
+        &json!({"event": "online", "process": {"name": "other"}}),
+        ms(t0, 1),
+    );
+    assert_eq!(agg.app_count(), 1);
+    agg.on_process_event(
+        &json!({"event": "online", "process": {"name": "api", "versioning": {"revision": "abc"}}}),
+        ms(t0, 1000),
+    );
+    assert!(agg.is_learning("api", ms(t0, 1000)));
+    assert!(agg.flush(ms(t0, 2000)).is_empty());
+    assert!(agg.learning_tick(ms(t0, 5999)).is_empty());
+    let l = agg.learning_tick(ms(t0, 6000));
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].channel, "axm:transaction:learning");
+    assert_eq!(
+        l[0].payload,
+        json!({"data": {"learning_duration": 600, "elapsed": 5000},
+               "process": {"name": "api", "rev": "abc", "server": "srv"}})
+    );
+    // Called every second: one packet per 5 s step, late calls do not pile up.
+    assert!(agg.learning_tick(ms(t0, 7000)).is_empty());
+    assert_eq!(agg.learning_tick(ms(t0, 12_500)).len(), 1);
+    assert!(agg.learning_tick(ms(t0, 14_000)).is_empty());
+    // Still learning after 0.6 s (JS ended it there) and after 599 s.
+    assert!(agg.is_learning("api", ms(t0, 600_999)));
+    assert!(agg.flush(ms(t0, 600_999)).is_empty());
+    let out = agg.flush(ms(t0, 601_000));
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].payload["data"]["meta"]["trace_count"], 0,
+        "reset on online"
+    );
+    assert!(agg.learning_tick(ms(t0, 605_000)).is_empty());
+}
+
+#[test]
+fn stop_and_delete_drop_the_app_exit_does_not() {
+    let t0 = Instant::now();
+    let mut agg = aggregator(TransactionConfig::new("m"), t0);
+    agg.aggregate(trace("a", "/x", 10, &[1]), ms(t0, 0));
+    agg.aggregate(trace("b", "/x", 10, &[1]), ms(t0, 0));
+    let before = agg.histogram_count();
+    assert!(before > 0);
+    agg.on_process_event(
+        &json!({"event": "exit", "process": {"name": "a"}}),
+        ms(t0, 1),
+    );
+    assert_eq!(agg.app_count(), 2);
+    agg.on_process_event(
+        &json!({"event": "stop", "process": {"name": "a"}}),
+        ms(t0, 2),
+    );
+    agg.on_process_event(
+        &json!({"event": "delete", "process": {"name": "b"}}),
+        ms(t0, 3),
+    );
+    assert_eq!(agg.app_count(), 0);
+    assert_eq!(agg.histogram_count(), 0, "budgets returned");
+    assert_eq!(agg.stored_bytes(), 0);
+    assert!(agg.flush(ms(t0, 10)).is_empty());
+}
+
+#[test]
+fn outliers_are_sent_and_capped() {
+    let t0 = Instant::now();
+    let mut cfg = TransactionConfig::new("m");
+    cfg.max_outliers_per_flush = 2;
+    let mut agg = aggregator(cfg, t0);
+    for _ in 0..10 {
+        assert!(agg
+            .aggregate(trace("api", "/x", 10, &[2]), ms(t0, 0))
+            .is_empty());
+    }
+    let out = agg.aggregate(trace("api", "/x", 500, &[2]), ms(t0, 1));
+    assert_eq!(out.len(), 1);
+    let o = &out[0];
+    assert_eq!(o.channel, "axm:transaction:outlier");
+    assert_eq!(o.payload["meta"]["value"], 500);
+    assert_eq!(o.payload["meta"]["count"], 10);
+    assert_eq!(o.payload["trace"][0]["mean"], 500);
+    assert_eq!(o.payload["variance"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        agg.aggregate(trace("api", "/x", 900, &[2]), ms(t0, 2))
+            .len(),
+        1
+    );
+    assert!(agg
+        .aggregate(trace("api", "/x", 990, &[2]), ms(t0, 3))
+        .is_empty());
+    assert_eq!(agg.drops().outliers, 1);
+    agg.flush(ms(t0, 4));
+    assert_eq!(
+        agg.aggregate(trace("api", "/x", 5000, &[2]), ms(t0, 5))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn caps_are_counted() {
+    let t0 = Instant::now();
+    let mut cfg = TransactionConfig::new("m");
+    cfg.max_apps = 2;
+    cfg.max_routes_per_app = 3;
+    cfg.max_variances_per_route = 2;
+    cfg.max_spans_per_trace = 4;
+    let mut agg = aggregator(cfg, t0);
+    for app in ["a", "b", "c"] {
+        agg.aggregate(trace(app, "/x", 10, &[]), ms(t0, 0));
+    }
+    assert_eq!(agg.app_count(), 2);
+    assert_eq!(agg.drops().apps, 1);
+    for r in ["p", "q", "r", "s"] {
+        agg.aggregate(trace("a", r, 10, &[]), ms(t0, 0));
+    }
+    assert_eq!(agg.route_keys("a"), ["x", "p", "q"]);
+    assert_eq!(agg.drops().routes, 2);
+    for n in 0..4 {
+        let children: Vec<u64> = (0..n).map(|_| 1).collect();
+        agg.aggregate(trace("b", "/v", 10, &children), ms(t0, 0));
+    }
+    assert_eq!(agg.drops().variances, 2);
+    agg.aggregate(trace("b", "/many", 10, &[1; 10]), ms(t0, 0));
+    assert_eq!(agg.drops().spans, 7);
+    let out = agg.flush(ms(t0, 1));
+    let b = out
+        .iter()
+        .find(|p| p.payload["process"]["name"] == "b")
+        .unwrap();
+    let many = b.payload["data"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/many")
+        .unwrap();
+    assert_eq!(many["variances"][0]["spans"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn histogram_and_byte_budgets_hold() {
+    let t0 = Instant::now();
+    let mut cfg = TransactionConfig::new("m");
+    cfg.max_histograms = 10;
+    let mut agg = aggregator(cfg.clone(), t0);
+    for i in 0..20 {
+        agg.aggregate(trace("a", &format!("/r{i}"), 10, &[1]), ms(t0, 0));
+        assert!(agg.histogram_count() <= 10);
+    }
+    assert!(agg.drops().histograms > 0);
+
+    cfg.max_histograms = 4096;
+    cfg.max_stored_bytes = 300;
+    let mut agg = aggregator(cfg, t0);
+    for i in 0..20 {
+        agg.aggregate(trace("a", &format!("/r{i}"), 10, &[1]), ms(t0, 0));
+        assert!(agg.stored_bytes() <= 300);
+    }
+    assert!(agg.drops().variances > 0);
+}
+
+#[test]
+fn labels_are_limited() {
+    let t0 = Instant::now();
+    let mut cfg = TransactionConfig::new("m");
+    cfg.max_labels_per_span = 3;
+    cfg.max_label_bytes = 8;
+    cfg.censor = false;
+    let mut agg = aggregator(cfg, t0);
+    let mut p = trace("a", "/x", 10, &[]);
+    p["data"]["spans"][0]["labels"] = json!({
+        "http/path": "/x", "long": "ééééééé", "obj": {"k": "0123456789"}, "extra": 1
+    });
+    agg.aggregate(p, ms(t0, 0));
+    assert_eq!(
+        agg.drops().labels,
+        3,
+        "extra removed, long cut, obj removed"
+    );
+    let out = agg.flush(ms(t0, 1));
+    let labels = &out[0].payload["data"]["routes"][0]["variances"][0]["spans"][0]["labels"];
+    assert_eq!(labels, &json!({"long": "éééé", "http/path": "/x"}));
+}
+
+#[test]
+fn censoring_can_be_disabled() {
+    let t0 = Instant::now();
+    for censor in [true, false] {
+        let mut cfg = TransactionConfig::new("m");
+        cfg.censor = censor;
+        let mut agg = aggregator(cfg, t0);
+        let mut p = trace("a", "/x", 10, &[]);
+        p["data"]["spans"][0]["labels"]["q"] = json!("{\"a\":\"secret\"}");
+        p["data"]["spans"][0]["labels"]["results"] = json!("rows");
+        agg.aggregate(p, ms(t0, 0));
+        let out = agg.flush(ms(t0, 1));
+        let span = &out[0].payload["data"]["routes"][0]["variances"][0]["spans"][0];
+        if censor {
+            assert_eq!(span["labels"]["q"], "{\"a\": \"?\"}");
+            assert!(span["labels"].get("results").is_none());
+        } else {
+            assert_eq!(span["labels"]["q"], "{\"a\":\"secret\"}");
+            assert_eq!(span["labels"]["results"], "rows");
+        }
+    }
+}
+
+#[test]
+fn odd_traces_are_ignored() {
+    let t0 = Instant::now();
+    let mut agg = aggregator(TransactionConfig::new("m"), t0);
+    let bad = [
+        json!(null),
+        json!({"process": {"name": "a"}}),
+        json!({"data": {"spans": {"0": {"labels": {}}}}, "process": {"name": "a"}}),
+        json!({"data": {"spans": [null]}, "process": {"name": "a"}}),
+        json!({"data": {"spans": [{"labels": {"http/path": 5}}]}, "process": {"name": "a"}}),
+        json!({"data": {"spans": [{"labels": "str"}]}, "process": {"name": "a"}}),
+        json!({"data": {"spans": [{"labels": {"http/path": "/x"}, "startTime": "soon", "endTime": 3}, 7]},
+               "process": {"name": "a"}}),
+    ];
+    for p in bad {
+        assert!(agg.aggregate(p, ms(t0, 0)).is_empty());
+    }
+    assert_eq!(agg.drops().invalid_traces, 6);
+    assert_eq!(agg.drops().invalid_spans, 2);
+    // The JS created the app before looking at the path; so does the port.
+    assert_eq!(agg.app_count(), 1);
+    let out = agg.flush(ms(t0, 1));
+    assert_eq!(out[0].payload["data"]["routes"], json!([]));
+    assert_eq!(out[0].payload["data"]["meta"]["trace_count"], 1);
+}
+
+#[test]
+fn time_going_backwards_is_harmless() {
+    let t0 = Instant::now();
+    let mut cfg = TransactionConfig::new("m");
+    cfg.learning_duration = Duration::from_secs(10);
+    let mut agg = aggregator(cfg, t0);
+    agg.aggregate(trace("a", "/x", 10, &[1]), ms(t0, 50_000));
+    agg.on_process_event(
+        &json!({"event": "online", "process": {"name": "a"}}),
+        ms(t0, 60_000),
+    );
+    for t in [0, 70_000, 10, 59_000, 3_600_000 * 3, 5] {
+        agg.aggregate(trace("a", "/x", 10, &[1]), ms(t0, t));
+        agg.learning_tick(ms(t0, t));
+        agg.flush(ms(t0, t));
+    }
+    // Before the origin counts as the origin.
+    agg.flush(t0.checked_sub(Duration::from_millis(1)).unwrap_or(t0));
+}
+
+#[test]
+fn meter_idle_for_days_is_cheap_and_zero() {
+    let mut m = Meter::new(0);
+    m.update(0, 100.0);
+    assert!(m.rate(5_000, 1000.0) > 0.0);
+    assert_eq!(m.rate(30 * 86_400_000, 1000.0), 0.0);
+    assert_eq!(m.rate(u64::MAX, 1000.0), 0.0);
+}
+
+mod props {
+    use super::*;
+    use crate::push::test_support::any_json;
+    use proptest::prelude::*;
+
+    fn span_strategy() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![Just("/u/1"), Just("/u/2"), Just("/"), Just("a/b/"), Just("/x.y/3/z")],
+            prop_oneof![Just("RPC_SERVER"), Just("RPC_CLIENT"), Just("")],
+            prop_oneof![Just("redis"), Just("pg-q"), Just("outbound"), Just("n")],
+            0u64..100,
+            0u64..100,
+            any_json(),
+        )
+            .prop_map(|(path, kind, name, a, b, extra)| {
+                json!({
+                    "name": name, "kind": kind, "extra": extra,
+                    "labels": {"http/path": path, "http/method": "GET", "http/status_code": "200",
+                               "stacktrace": "{\"stack_frame\":[{\"file_name\":\"/nope.js\",\"line_number\":1}]}"},
+                    "startTime": a, "endTime": b,
+                })
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any packet, event and timing: no panic, and every bound holds.
+        #[test]
+        fn any_input_keeps_the_bounds(
+            ops in prop::collection::vec((0u8..6, any_json(), prop::collection::vec(span_strategy(), 0..6),
+                                          "[a-c]", 0u64..20_000), 0..40),
+        ) {
+            let t0 = Instant::now();
+            let mut cfg = TransactionConfig::new("m");
+            cfg.max_apps = 2;
+            cfg.max_routes_per_app = 3;
+            cfg.max_variances_per_route = 2;
+            cfg.max_spans_per_trace = 3;
+            cfg.max_histograms = 20;
+            cfg.max_stored_bytes = 4000;
+            cfg.learning_duration = Duration::from_secs(3);
+            let mut agg = aggregator(cfg.clone(), t0);
+            let mut now = 0;
+            for (op, junk, spans, app, dt) in ops {
+                now += dt;
+                let at = ms(t0, now);
+                match op {
+                    0 => { agg.aggregate(junk, at); }
+                    1 | 2 => {
+                        let out = agg.aggregate(json!({"data": {"spans": spans}, "process": {"name": app}}), at);
+                        for p in out { prop_assert_eq!(p.channel, "axm:transaction:outlier"); }
+                    }
+                    3 => {
+                        let ev = ["online", "stop", "exit", "delete"][(now % 4) as usize];
+                        agg.on_process_event(&json!({"event": ev, "process": {"name": app}}), at);
+                        agg.on_process_event(&junk, at);
+                    }
+                    4 => {
+                        for p in agg.flush(at) {
+                            prop_assert!(p.payload["data"]["routes"].as_array().unwrap().len() <= 3);
+                            for r in p.payload["data"]["routes"].as_array().unwrap() {
+                                prop_assert!(r["variances"].as_array().unwrap().len() <= 2);
+                            }
+                        }
+                    }
+                    _ => { agg.learning_tick(at); }
+                }
+                prop_assert!(agg.app_count() <= cfg.max_apps);
+                prop_assert!(agg.histogram_count() <= cfg.max_histograms);
+                prop_assert!(agg.stored_bytes() <= cfg.max_stored_bytes);
+                for a in ["a", "b", "c"] {
+                    prop_assert!(agg.route_keys(a).len() <= cfg.max_routes_per_app);
+                }
+            }
+        }
+
+        #[test]
+        fn censor_and_dates_accept_anything(s in "[\"':\\\\,{}\\[\\]a1 \\n\u{2028}é😀]{0,40}", d in ".{0,40}") {
+            if let Some(c) = censor(&s) {
+                prop_assert!(c.contains("\": \"?\""));
+            }
+            let _ = date_ms(Some(&Value::String(d)));
+        }
+
+        #[test]
+        fn route_matching_accepts_anything(keys in prop::collection::vec("[a1*/.-]{0,8}", 0..6), path in "[a1*/.-]{1,8}") {
+            let key = route_key(&path);
+            let _ = match_route(&key, keys.iter().map(String::as_str));
+        }
+    }
+}
