@@ -83,6 +83,11 @@ pub struct DaemonConfig {
     pub context_on_error: usize,
     pub enable_context_on_error: bool,
     pub trace_flush_interval: Duration,
+    /// `AGGREGATION_DURATION`: the transaction learning period after an app
+    /// comes back online (`PM2_AGGREGATION_DURATION`, seconds).
+    pub aggregation_duration: Duration,
+    /// Trace label censoring; `PM2_DEBUG` turns it off.
+    pub trace_censoring: bool,
     pub pm2_binary_path: Option<PathBuf>,
     /// `PM2_AGENT_FAULT_INJECTION` (testing aid): `panic:daemon` or
     /// `panic:status` makes that task panic once the agent runs, to
@@ -164,6 +169,15 @@ impl DaemonConfig {
             Some(v) => v == "true",
             None => get("NODE_ENV").as_deref() == Some("local_test"),
         };
+        // AGGREGATION_DURATION has its own fallback: 0 under NODE_ENV test or
+        // development.
+        let no_learning = match get("PM2_DEBUG") {
+            Some(v) => v == "true",
+            None => matches!(get("NODE_ENV").as_deref(), Some("test" | "development")),
+        };
+        // JS: `DEBUG = PM2_DEBUG || false`, so even `PM2_DEBUG=false` turned
+        // censoring off (accident #9); here only a value meaning "on" does.
+        let trace_censoring = get("PM2_DEBUG").is_none_or(|v| v == "false" || v == "0");
         let enable_context_on_error = match get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR")
             .or_else(|| get("PM2_ENABLE_CONTEXT_ON_ERROR"))
         {
@@ -201,6 +215,11 @@ impl DaemonConfig {
                 )?
                 .max(100),
             ),
+            aggregation_duration: Duration::from_secs(number(
+                "PM2_AGGREGATION_DURATION",
+                if no_learning { 0 } else { 600 },
+            )?),
+            trace_censoring,
             pm2_binary_path: get("PM2_BINARY_PATH").map(PathBuf::from),
             fault_injection: get("PM2_AGENT_FAULT_INJECTION"),
             watchdog: !matches!(
@@ -342,6 +361,41 @@ mod tests {
             HostInfo::default(),
         );
         assert!(matches!(bad, Err(ConfigError::NotANumber { .. })));
+    }
+
+    #[test]
+    fn trace_settings() {
+        let keys = [
+            ("PM2_MACHINE_NAME", "m"),
+            ("PM2_PUBLIC_KEY", "p"),
+            ("PM2_SECRET_KEY", "s"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut e = env(&keys);
+            e.extend(env(extra));
+            DaemonConfig::from_env(e, HostInfo::default()).unwrap()
+        };
+        let c = with(&[]);
+        assert_eq!(c.trace_flush_interval, Duration::from_secs(30));
+        assert_eq!(c.aggregation_duration, Duration::from_secs(600));
+        assert!(c.trace_censoring);
+        let c = with(&[("NODE_ENV", "local_test")]);
+        assert_eq!(c.trace_flush_interval, Duration::from_secs(1));
+        assert_eq!(c.aggregation_duration, Duration::from_secs(600));
+        let c = with(&[("NODE_ENV", "test")]);
+        assert_eq!(c.aggregation_duration, Duration::ZERO);
+        let c = with(&[("PM2_DEBUG", "true"), ("NODE_ENV", "production")]);
+        assert_eq!(c.trace_flush_interval, Duration::from_secs(1));
+        assert_eq!(c.aggregation_duration, Duration::ZERO);
+        assert!(!c.trace_censoring);
+        let c = with(&[("PM2_DEBUG", "false"), ("NODE_ENV", "test")]);
+        assert!(
+            c.trace_censoring,
+            "PM2_DEBUG=false keeps censoring (JS: accident #9)"
+        );
+        assert_eq!(c.aggregation_duration, Duration::from_secs(600));
+        let c = with(&[("PM2_AGGREGATION_DURATION", "12")]);
+        assert_eq!(c.aggregation_duration, Duration::from_secs(12));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::push::events::{EventPipeline, PushAction, PushConfig};
 use crate::push::profiling::read_profile;
 use crate::push::status::{internal_ip, status_packet, HostIdentity, StatusContext};
 use crate::push::streaming::LogStreaming;
+use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
 use crate::socket::rpc::RpcError;
 use crate::transport::axon::{AxonOptions, AxonTransport};
@@ -45,6 +46,9 @@ const MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
 const STATUS_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// The JS agent re-reads the internal IP every 61 ticks.
 const INTERNAL_IP_REFRESH_TICKS: u32 = 61;
+/// How often learning-period notifications are looked at (they are due
+/// every 5 s per app).
+const LEARNING_TICK: Duration = Duration::from_secs(1);
 
 /// Called when a worker task dies of a panic: the daemon rescues itself.
 pub type FatalHandler = Arc<dyn Fn(String) + Send + Sync>;
@@ -105,6 +109,12 @@ impl Workers {
             ),
             streaming,
         ));
+        let transactions = Arc::new(Mutex::new(TransactionAggregator::new(TransactionConfig {
+            flush_interval: cfg.trace_flush_interval,
+            learning_duration: cfg.aggregation_duration,
+            censor: cfg.trace_censoring,
+            ..TransactionConfig::new(cfg.identity.machine_name.clone())
+        })));
         let mut tasks = vec![
             (
                 "status loop",
@@ -112,7 +122,11 @@ impl Workers {
             ),
             (
                 "bus loop",
-                tokio::spawn(bus_loop(workers.clone(), pipeline)),
+                tokio::spawn(bus_loop(workers.clone(), pipeline, transactions.clone())),
+            ),
+            (
+                "transactions loop",
+                tokio::spawn(transactions_loop(workers.clone(), transactions)),
             ),
             (
                 "inbound loop",
@@ -346,8 +360,12 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     }
 }
 
-/// PM2's bus → push pipeline → transporters.
-async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
+/// PM2's bus → push pipeline (and transaction aggregator) → transporters.
+async fn bus_loop(
+    workers: Workers,
+    pipeline: Arc<Mutex<EventPipeline>>,
+    transactions: Arc<Mutex<TransactionAggregator>>,
+) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
     let mut reported_drops = 0;
     while let Some(ev) = sub.recv().await {
@@ -357,6 +375,10 @@ async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
             .next()
             .and_then(|a| a.into_value())
             .unwrap_or(Value::Null);
+        // The raw event (the pipeline only forwards a normalised copy).
+        if ev.topic == "process:event" {
+            lock(&transactions).on_process_event(&packet, std::time::Instant::now());
+        }
         let actions = lock(&pipeline).handle(&ev.topic, packet);
         for action in actions {
             match action {
@@ -370,8 +392,11 @@ async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
                         }
                     });
                 }
-                PushAction::Trace(_) => {
-                    tracing::trace!("axm:trace event (transaction aggregation not enabled)");
+                PushAction::Trace(trace) => {
+                    let outliers = lock(&transactions).aggregate(trace, std::time::Instant::now());
+                    for p in outliers {
+                        workers.send(p);
+                    }
                 }
             }
         }
@@ -382,6 +407,29 @@ async fn bus_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
                 "PM2 bus events dropped: the agent could not keep up"
             );
             reported_drops = dropped;
+        }
+    }
+}
+
+/// `axm:transaction` every TRACE_FLUSH_INTERVAL (first one an interval
+/// after start, like the JS `setInterval`), learning notifications when due.
+async fn transactions_loop(workers: Workers, transactions: Arc<Mutex<TransactionAggregator>>) {
+    let period = lock(&transactions)
+        .config()
+        .flush_interval
+        .max(Duration::from_millis(100));
+    let start = tokio::time::Instant::now();
+    let mut flush = tokio::time::interval_at(start + period, period);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut learning = tokio::time::interval_at(start + LEARNING_TICK, LEARNING_TICK);
+    learning.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let packets = tokio::select! {
+            _ = flush.tick() => lock(&transactions).flush(std::time::Instant::now()),
+            _ = learning.tick() => lock(&transactions).learning_tick(std::time::Instant::now()),
+        };
+        for p in packets {
+            workers.send(p);
         }
     }
 }

@@ -214,6 +214,13 @@ impl StackContext {
         }
     }
 
+    /// `StackTraceParser.parse(frames)` over a list of frame objects (the
+    /// `stack_frame` of a span's `stacktrace` label): the first user frame's
+    /// callsite and source context.
+    pub fn parse_frames(&mut self, frames: &[Value]) -> Option<Callsite> {
+        self.parse(frames.iter().map(Frame::from_value))
+    }
+
     /// `parse(frames)`: the first user-land frame with a file and line.
     fn parse(&mut self, frames: impl Iterator<Item = Frame>) -> Option<Callsite> {
         for frame in frames {

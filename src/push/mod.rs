@@ -14,6 +14,7 @@ pub mod logs;
 pub mod profiling;
 pub mod status;
 pub mod streaming;
+pub mod transactions;
 
 pub use events::{context_on_error_from_env, EventPipeline, PushAction, PushConfig};
 pub use logs::LOGS_BUFFER;

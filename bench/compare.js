@@ -1,0 +1,815 @@
+#!/usr/bin/env node
+'use strict'
+// Benchmark: the reference JS agent (@pm2/agent 2.1.1) against ours, on the
+// same workload, against a real PM2 (pm2@7, private PM2_HOME) and a local
+// PM2.io stand-in (__test__/helpers/backend.js).
+//
+//   node bench/compare.js [--window 60] [--settle 10] [--only js|ours]
+//                         [--apps 10,50] [--lines 50000] [--batch 10]
+//                         [--pause 1] [--no-flood] [--keep] [--out file]
+//
+// Scenarios (each agent gets a fresh PM2 + backend per scenario; JS first,
+// then ours, scenario by scenario):
+//   idle-<N>  N idle apps; after settling, measure the agent daemon's CPU over
+//             the window and its memory at the end.
+//   flood     one app writes --lines log lines (one write of --batch lines
+//             every --pause ms; --pause 0 = as fast as it can), after the
+//             backend enabled log streaming (startLogging); measure
+//             the daemon's CPU during the flood and what reached the backend.
+// See bench/README.md for what each number means.
+
+const { spawn, execFileSync } = require('child_process')
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+
+const ROOT = path.join(__dirname, '..')
+const { Backend } = require('../__test__/helpers/backend.js')
+const { pm2, jlist, killPm2, waitUntil, writeApp } = require('../__test__/helpers/pm2.js')
+const jsonpatch = require('fast-json-patch')
+const axon = require('pm2-axon')
+
+// ---------------------------------------------------------------- options
+
+function parseArgs (argv) {
+  const o = {
+    window: 60,
+    settle: 10,
+    baseline: 5,
+    only: null,
+    apps: [10, 50],
+    flood: true,
+    lines: 50000,
+    batch: 10,
+    pause: 1,
+    connectTimeout: 30,
+    quiet: 3,
+    keep: false,
+    out: null
+  }
+  const num = (name, v) => {
+    const n = Number(v)
+    if (!Number.isFinite(n) || n < 0) die(`--${name} expects a number, got ${JSON.stringify(v)}`)
+    return n
+  }
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i]
+    let v = null
+    const eq = a.indexOf('=')
+    if (a.startsWith('--') && eq > 0) { v = a.slice(eq + 1); a = a.slice(0, eq) }
+    const next = () => (v !== null ? v : argv[++i])
+    switch (a) {
+      case '--window': o.window = num('window', next()); break
+      case '--settle': o.settle = num('settle', next()); break
+      case '--baseline': o.baseline = num('baseline', next()); break
+      case '--only': o.only = next(); break
+      case '--apps': o.apps = String(next()).split(',').filter(Boolean).map((x) => num('apps', x)); break
+      case '--lines': o.lines = num('lines', next()); break
+      case '--batch': o.batch = num('batch', next()); break
+      case '--pause': o.pause = num('pause', next()); break
+      case '--connect-timeout': o.connectTimeout = num('connect-timeout', next()); break
+      case '--quiet': o.quiet = num('quiet', next()); break
+      case '--no-flood': o.flood = false; break
+      case '--keep': o.keep = true; break
+      case '--out': o.out = next(); break
+      case '-h': case '--help':
+      {
+        const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(2) // the header comment
+        const n = lines.findIndex((l) => !l.startsWith('//'))
+        console.log(lines.slice(0, n).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'))
+      }
+        process.exit(0)
+        break
+      default: die(`unknown option ${a} (see --help)`)
+    }
+  }
+  if (o.only && !AGENTS[o.only]) die(`--only expects one of ${Object.keys(AGENTS).join(', ')}`)
+  if (o.window <= 0) die('--window must be > 0')
+  if (o.lines > 999999) die('--lines must be < 1000000')
+  return o
+}
+
+function die (msg) {
+  console.error(`bench: ${msg}`)
+  process.exit(2)
+}
+
+const AGENTS = {
+  js: {
+    label: 'JS agent',
+    script: path.join(ROOT, 'node_modules', 'pm2-agent-2', 'src', 'InteractorDaemon.js'),
+    version: safeVersion(path.join(ROOT, 'node_modules', 'pm2-agent-2', 'package.json'))
+  },
+  ours: {
+    label: 'ours',
+    script: path.join(ROOT, 'src', 'InteractorDaemon.js'),
+    version: safeVersion(path.join(ROOT, 'package.json'))
+  }
+}
+
+function safeVersion (file) {
+  try { return JSON.parse(fs.readFileSync(file, 'utf8')).version } catch (e) { return null }
+}
+
+const PM2_VERSION = safeVersion(path.join(ROOT, 'node_modules', 'pm2', 'package.json')) || '0.0.0'
+const MACHINE = { name: 'bench-machine', pub: 'benchpublickey0', secret: 'benchsecretkey00' }
+
+let CLK_TCK = 100
+try { CLK_TCK = parseInt(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }), 10) || 100 } catch (e) {}
+
+// ---------------------------------------------------------------- /proc
+
+/** utime+stime of the whole process (all threads, dead ones included), s. */
+function statCpu (pid) {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
+  // f[0] is field 3 (state): utime is field 14, stime field 15.
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK
+}
+
+/** Sum of the live threads' run time from schedstat (ns precision), s. */
+function schedCpu (pid) {
+  let ns = 0
+  let ok = false
+  let tasks = []
+  try { tasks = fs.readdirSync(`/proc/${pid}/task`) } catch (e) { return null }
+  for (const t of tasks) {
+    try {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0])
+      ok = true
+    } catch (e) {}
+  }
+  return ok ? ns / 1e9 : null
+}
+
+function cpuSample (pid) {
+  return { t: performance.now(), stat: statCpu(pid), sched: schedCpu(pid) }
+}
+
+/** Per-thread run time (schedstat, s) keyed by `tid:comm`. */
+function threadCpu (pid) {
+  const out = {}
+  let tasks = []
+  try { tasks = fs.readdirSync(`/proc/${pid}/task`) } catch (e) { return out }
+  for (const t of tasks) {
+    try {
+      const comm = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim()
+      out[`${t}:${comm}`] = Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]) / 1e9
+    } catch (e) {}
+  }
+  return out
+}
+
+/** CPU ms per thread name between two threadCpu() snapshots, busiest first. */
+function threadDelta (a, b) {
+  const byName = {}
+  for (const [k, v] of Object.entries(b)) {
+    const name = k.slice(k.indexOf(':') + 1)
+    byName[name] = (byName[name] || 0) + (v - (a[k] || 0)) * 1000
+  }
+  return Object.fromEntries(Object.entries(byName)
+    .filter(([, v]) => v >= 0.05)
+    .sort((x, y) => y[1] - x[1])
+    .map(([k, v]) => [k, round(v, 2)]))
+}
+
+function kvFile (file) {
+  const out = {}
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const m = /^(\w+):\s+(\d+)\s*kB/.exec(line) || /^(\w+):\s+(\d+)\s*$/.exec(line)
+    if (m) out[m[1]] = Number(m[2])
+  }
+  return out
+}
+
+/** Memory of the process, in kB. */
+function memory (pid) {
+  const r = kvFile(`/proc/${pid}/smaps_rollup`)
+  const st = kvFile(`/proc/${pid}/status`)
+  return {
+    uss_kb: (r.Private_Clean || 0) + (r.Private_Dirty || 0),
+    private_dirty_kb: r.Private_Dirty,
+    private_clean_kb: r.Private_Clean, // file pages only this process maps (e.g. the .node addon)
+    anon_kb: r.Anonymous,
+    rss_kb: r.Rss,
+    pss_kb: r.Pss,
+    hwm_kb: st.VmHWM,
+    threads: st.Threads
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function log (...args) {
+  const t = new Date().toISOString().slice(11, 19)
+  console.log(`[${t}]`, ...args)
+}
+
+function tail (file, n = 40) {
+  try {
+    const lines = fs.readFileSync(file, 'utf8').split('\n')
+    return lines.slice(-n).join('\n')
+  } catch (e) { return `(no log: ${e.message})` }
+}
+
+const cleanups = new Set()
+let interrupted = false
+
+async function runCleanups () {
+  for (const fn of [...cleanups].reverse()) {
+    cleanups.delete(fn)
+    try { await fn() } catch (e) { console.error('cleanup:', e.message) }
+  }
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, async () => {
+    if (interrupted) return
+    interrupted = true
+    console.error(`\nbench: ${sig}, cleaning up...`)
+    await runCleanups()
+    process.exit(130)
+  })
+}
+
+/**
+ * The local PM2.io stand-in, recording only what the benchmark needs: it
+ * counts status ticks and log lines instead of keeping every packet.
+ */
+class BenchBackend extends Backend {
+  constructor (opts) {
+    super(opts)
+    this.ticks = 0 // status + status:patch packets
+    this.channels = {}
+    this.statusDoc = null
+    this.procCount = -1
+    this.patchErrors = 0
+    this.logPackets = 0
+    this.logLinesTotal = 0
+    this.lastLogAt = 0
+    this.seen = null // Uint8Array of flood line numbers received
+    this.seenUnique = 0
+  }
+
+  trackLines (n) {
+    this.seen = new Uint8Array(n)
+    this.seenUnique = 0
+    this.logPackets = 0
+    this.logLinesTotal = 0
+  }
+
+  _onWs (ws) {
+    this.sockets.add(ws)
+    this.emit('connection', ws)
+    ws.on('message', (raw) => {
+      const str = raw.toString()
+      let msg
+      try { msg = JSON.parse(str) } catch (e) { return }
+      const channel = msg && typeof msg.channel === 'string' ? msg.channel : '?'
+      this.channels[channel] = (this.channels[channel] || 0) + 1
+      if (channel === 'logs') return this._onLogs(str)
+      if (msg.channel === 'status') {
+        this.ticks++
+        this.statusDoc = msg.payload
+        this._countProcs()
+      } else if (msg.channel === 'status:patch') {
+        this.ticks++
+        if (this.statusDoc) {
+          try {
+            jsonpatch.applyPatch(this.statusDoc, msg.payload, false, true)
+            this._countProcs()
+          } catch (e) { this.patchErrors++ }
+        }
+      } else {
+        this.received.push(msg)
+      }
+      this.emit('packet', msg)
+    })
+    ws.on('close', () => this.sockets.delete(ws))
+  }
+
+  _countProcs () {
+    const d = this.statusDoc
+    const procs = d && d.data && d.data.process
+    this.procCount = Array.isArray(procs) ? procs.length : -1
+  }
+
+  _onLogs (str) {
+    this.logPackets++
+    this.lastLogAt = performance.now()
+    // Payload-shape agnostic: count the numbered flood lines in the packet.
+    const re = /flood-(\d{6})/g
+    let m
+    while ((m = re.exec(str))) {
+      this.logLinesTotal++
+      const i = Number(m[1])
+      if (this.seen && i < this.seen.length && !this.seen[i]) {
+        this.seen[i] = 1
+        this.seenUnique++
+      }
+    }
+  }
+}
+
+const IDLE_APP = 'setInterval(() => {}, 1000)\n'
+
+const FLOOD_APP = `'use strict'
+// Idles until SIGUSR2, then writes FLOOD_LINES numbered lines to stdout in
+// batches of FLOOD_BATCH lines, one write() per batch, with FLOOD_PAUSE ms
+// between batches (0: setImmediate, i.e. as fast as it can), then idles.
+const N = Number(process.env.FLOOD_LINES) || 50000
+const BATCH = Number(process.env.FLOOD_BATCH) || 10
+const PAUSE = Number(process.env.FLOOD_PAUSE) || 0
+const pad = ' lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod'
+let started = false
+process.on('SIGUSR2', () => {
+  if (started) return
+  started = true
+  let i = 0
+  const step = () => {
+    const end = Math.min(i + BATCH, N)
+    let chunk = ''
+    for (; i < end; i++) chunk += 'flood-' + String(i).padStart(6, '0') + pad + '\\n'
+    process.stdout.write(chunk)
+    if (i < N) PAUSE > 0 ? setTimeout(step, PAUSE) : setImmediate(step)
+  }
+  step()
+})
+setInterval(() => {}, 1000)
+`
+
+// ---------------------------------------------------------------- one run
+
+/**
+ * Fresh PM2 with `apps`, a fresh backend, the agent daemon; then `measure`.
+ * Everything is torn down whatever happens.
+ */
+async function withSetup (agentKey, apps, opts, measure) {
+  const agent = AGENTS[agentKey]
+  if (!fs.existsSync(agent.script)) throw new Error(`${agent.script} not found`)
+  // Short path under /tmp: unix socket paths are limited to ~107 bytes.
+  const home = fs.mkdtempSync('/tmp/kab-')
+  const localCleanups = []
+  const addCleanup = (fn) => { cleanups.add(fn); localCleanups.push(fn) }
+  addCleanup(async () => {
+    if (opts.keep) return log(`kept ${home}`)
+    fs.rmSync(home, { recursive: true, force: true })
+  })
+  const logFile = path.join(home, 'agent-bench.log')
+  try {
+    // PM2 and the apps.
+    addCleanup(() => killPm2(home))
+    const appsDir = path.join(home, 'apps')
+    fs.mkdirSync(appsDir)
+    const decl = apps.map((a) => Object.assign({
+      script: writeApp(appsDir, `${a.name}.js`, a.body),
+      cwd: appsDir,
+      out_file: '/dev/null',
+      error_file: '/dev/null',
+      autorestart: true
+    }, a.extra || {}))
+    const eco = path.join(appsDir, 'apps.json')
+    fs.writeFileSync(eco, JSON.stringify({ apps: decl }, null, 2))
+    await pm2(home, ['start', eco])
+    let list = []
+    await waitUntil(async () => {
+      list = await jlist(home)
+      return list.length === apps.length && list.every((p) => p.pm2_env.status === 'online' && p.pid)
+    }, 60000, 500, `${apps.length} apps online in PM2`)
+
+    // The backend.
+    const backend = new BenchBackend()
+    await backend.start()
+    addCleanup(() => backend.stop())
+
+    // The agent daemon, same env for both agents (as `pm2 link` sets it).
+    const env = {}
+    for (const [k, v] of Object.entries(process.env)) {
+      if (/^(PM2_|KM_|KEYMETRICS_|AGENT_|WS_)/.test(k)) continue
+      if (k === 'DEBUG' || k === 'NODE_ENV' || k === 'NODE_OPTIONS') continue
+      env[k] = v
+    }
+    Object.assign(env, {
+      PM2_HOME: home,
+      PM2_MACHINE_NAME: MACHINE.name,
+      PM2_PUBLIC_KEY: MACHINE.pub,
+      PM2_SECRET_KEY: MACHINE.secret,
+      KEYMETRICS_NODE: backend.url,
+      PM2_VERSION,
+      WS_JSON_PATCH: 'true'
+    })
+    const out = fs.openSync(logFile, 'a')
+    const child = spawn(process.execPath, [agent.script], { env, cwd: home, stdio: ['ignore', out, out] })
+    fs.closeSync(out)
+    let exited = null
+    const exitP = new Promise((resolve) => child.once('exit', (code, sig) => { exited = { code, sig }; resolve(exited) }))
+    addCleanup(async () => {
+      if (exited) return
+      child.kill('SIGTERM')
+      const t = await Promise.race([exitP, sleep(5000).then(() => 'timeout')])
+      if (t === 'timeout') { child.kill('SIGKILL'); await exitP }
+    })
+    const pid = child.pid
+    const alive = () => {
+      if (exited) throw new Error(`the ${agent.label} daemon exited (code ${exited.code}, signal ${exited.sig})`)
+    }
+
+    // Connected, with a status listing every app.
+    const connectMs = opts.connectTimeout * 1000
+    const t0 = performance.now()
+    const res = await Promise.race([
+      backend.waitConnected(connectMs).then(() => 'ok', (e) => e),
+      exitP.then(() => 'exited')
+    ])
+    if (res !== 'ok') {
+      const why = res === 'exited'
+        ? `exited (code ${exited.code}, signal ${exited.sig}) before connecting`
+        : backend.verifyRequests.length === 0
+          ? `never called POST ${backend.url}/api/node/verifyPM2 within ${opts.connectTimeout}s`
+          : `called verifyPM2 (${backend.verifyRequests.length}x) but never connected over WebSocket to ${backend.wsUrl} within ${opts.connectTimeout}s`
+      throw new Error(`${agent.label} daemon ${why}`)
+    }
+    log(`  ${agent.label}: connected after ${((performance.now() - t0) / 1000).toFixed(1)}s (pid ${pid})`)
+    try {
+      await waitUntil(() => { alive(); return backend.procCount === apps.length }, 20000, 100, 'status')
+    } catch (e) {
+      alive()
+      throw new Error(`${agent.label} daemon connected but no status listing ${apps.length} apps arrived within 20s ` +
+        `(channels received: ${JSON.stringify(backend.channels)}; last process count ${backend.procCount})`)
+    }
+    log(`  ${agent.label}: status with ${apps.length} apps received; settling ${opts.settle}s`)
+    return await measure({ agent, home, pid, backend, list, alive, logFile })
+  } catch (e) {
+    e.logTail = tail(logFile)
+    throw e
+  } finally {
+    for (const fn of localCleanups.reverse()) {
+      cleanups.delete(fn)
+      try { await fn() } catch (e) { console.error('cleanup:', e.message) }
+    }
+  }
+}
+
+async function idleRun (agentKey, n, opts) {
+  const apps = []
+  for (let i = 0; i < n; i++) apps.push({ name: `idle-${i}`, body: IDLE_APP })
+  return withSetup(agentKey, apps, opts, async ({ agent, pid, backend, alive }) => {
+    await sleep(opts.settle * 1000)
+    alive()
+    log(`  ${agent.label}: measuring ${opts.window}s window`)
+    const c0 = cpuSample(pid)
+    const th0 = threadCpu(pid)
+    const ticks0 = backend.ticks
+    await sleep(opts.window * 1000)
+    alive()
+    const c1 = cpuSample(pid)
+    const th1 = threadCpu(pid)
+    const ticks = backend.ticks - ticks0
+    const mem = memory(pid)
+    const secs = (c1.t - c0.t) / 1000
+    const cpu = c1.stat - c0.stat
+    const cpuSched = c1.sched != null && c0.sched != null ? c1.sched - c0.sched : null
+    const r = {
+      apps: n,
+      window_s: round(secs, 3),
+      status_ticks: ticks,
+      status_patch_errors: backend.patchErrors,
+      cpu_s: round(cpu, 3),
+      cpu_s_per_min: round(cpu / secs * 60, 4),
+      cpu_us_per_tick: ticks ? round(cpu / ticks * 1e6, 1) : null,
+      cpu_sched_s: cpuSched == null ? null : round(cpuSched, 6),
+      cpu_sched_us_per_tick: ticks && cpuSched != null ? round(cpuSched / ticks * 1e6, 1) : null,
+      cpu_ms_by_thread: threadDelta(th0, th1)
+    }
+    Object.assign(r, mem, { uss_above_bare_node_kb: BARE ? mem.uss_kb - BARE.uss_kb : null })
+    log(`  ${agent.label}: USS ${mb(r.uss_kb)} MB, RSS ${mb(r.rss_kb)} MB, CPU ${r.cpu_s}s (${r.cpu_s_per_min} s/min), ` +
+      `${ticks} ticks, ${r.cpu_us_per_tick} µs/tick; by thread (ms): ${fmtThreads(r.cpu_ms_by_thread)}`)
+    if (!ticks) throw new Error(`${agent.label} sent no status during the ${opts.window}s window`)
+    return r
+  })
+}
+
+async function floodRun (agentKey, opts) {
+  const apps = [{
+    name: 'flood',
+    body: FLOOD_APP,
+    extra: { env: { FLOOD_LINES: String(opts.lines), FLOOD_BATCH: String(opts.batch), FLOOD_PAUSE: String(opts.pause) } }
+  }]
+  return withSetup(agentKey, apps, opts, async ({ agent, home, pid, backend, list, alive }) => {
+    const appPid = list[0].pid
+    await sleep(opts.settle * 1000)
+    alive()
+
+    // Count what PM2 publishes on its bus (what an agent can possibly get).
+    const bus = { chunks: 0, lines: 0, last: 0 }
+    const sub = axon.socket('sub-emitter')
+    sub.connect(path.join(home, 'pub.sock'))
+    const busConnected = new Promise((resolve) => sub.sock.once('connect', resolve))
+    const closeSub = () => { try { sub.close() } catch (e) {} }
+    cleanups.add(closeSub)
+    try {
+      sub.on('log:*', (type, packet) => {
+        if (!packet || !packet.process || packet.process.name !== 'flood') return
+        bus.chunks++
+        bus.last = performance.now()
+        const s = typeof packet.data === 'string' ? packet.data : JSON.stringify(packet.data)
+        bus.lines += (s.match(/flood-\d{6}/g) || []).length
+      })
+      await Promise.race([busConnected, sleep(5000)])
+
+      // Enable log streaming, as PM2.io does when the logs page is open.
+      backend.trackLines(opts.lines)
+      backend.send('trigger:pm2:action', { method_name: 'startLogging', parameters: {} })
+      let startLoggingReply = null
+      try {
+        const p = await backend.waitFor((m) => m.channel === 'trigger:pm2:result' &&
+          m.payload && m.payload.meta && m.payload.meta.method_name === 'startLogging', 10000, 'startLogging result')
+        startLoggingReply = p.payload.ret
+      } catch (e) {
+        log(`  ${agent.label}: WARNING no trigger:pm2:result for startLogging within 10s, flooding anyway`)
+      }
+
+      // Idle baseline with logging on, to subtract from the flood CPU.
+      const b0 = cpuSample(pid)
+      await sleep(opts.baseline * 1000)
+      const b1 = cpuSample(pid)
+      const baseRate = (b1.stat - b0.stat) / ((b1.t - b0.t) / 1000)
+      const baseRateSched = b1.sched != null && b0.sched != null ? (b1.sched - b0.sched) / ((b1.t - b0.t) / 1000) : null
+      alive()
+
+      // Flood.
+      log(`  ${agent.label}: flooding ${opts.lines} lines`)
+      const th0 = threadCpu(pid)
+      const samples = [cpuSample(pid)]
+      const tSignal = samples[0].t
+      process.kill(appPid, 'SIGUSR2')
+      const quietMs = opts.quiet * 1000
+      const hardMs = 100000 // the JS agent stops streaming 120s after startLogging
+      let reason = null
+      for (;;) {
+        await sleep(100)
+        alive()
+        const s = cpuSample(pid)
+        samples.push(s)
+        if (backend.seenUnique >= opts.lines) { reason = 'all lines forwarded'; break }
+        const lastActivity = Math.max(backend.lastLogAt, bus.last, tSignal)
+        if (s.t - lastActivity >= quietMs) { reason = `no log activity for ${opts.quiet}s`; break }
+        if (s.t - tSignal >= hardMs) { reason = `hard timeout ${hardMs / 1000}s`; break }
+      }
+      // End of the flood = the last logs packet (first sample taken after it).
+      const endAt = reason === 'all lines forwarded' ? samples[samples.length - 1].t : Math.max(backend.lastLogAt, tSignal)
+      const end = samples.find((s) => s.t >= endAt) || samples[samples.length - 1]
+      const start = samples[0]
+      const secs = (end.t - start.t) / 1000
+      const cpu = end.stat - start.stat
+      const cpuSched = end.sched != null && start.sched != null ? end.sched - start.sched : null
+      const fwd = backend.seenUnique
+      const mem = memory(pid)
+      const th1 = threadCpu(pid)
+      const r = {
+        lines_written: opts.lines,
+        bus_chunks: bus.chunks,
+        bus_lines: bus.lines,
+        logs_packets: backend.logPackets,
+        lines_forwarded: fwd,
+        lines_forwarded_with_dups: backend.logLinesTotal,
+        lines_dropped: opts.lines - fwd,
+        start_logging_reply: startLoggingReply,
+        end_reason: reason,
+        flood_s: round(secs, 3),
+        cpu_s: round(cpu, 3),
+        cpu_net_s: round(Math.max(0, cpu - baseRate * secs), 3),
+        cpu_us_per_line: fwd ? round(cpu / fwd * 1e6, 2) : null,
+        cpu_us_per_packet: backend.logPackets ? round(cpu / backend.logPackets * 1e6, 1) : null,
+        cpu_sched_s: cpuSched == null ? null : round(cpuSched, 6),
+        cpu_sched_us_per_line: fwd && cpuSched != null ? round(cpuSched / fwd * 1e6, 2) : null,
+        baseline_cpu_s_per_min: round(baseRate * 60, 4),
+        baseline_cpu_sched_s_per_min: baseRateSched == null ? null : round(baseRateSched * 60, 4),
+        cpu_ms_by_thread: threadDelta(th0, th1), // to the end of the quiet period
+        ...mem
+      }
+      log(`  ${agent.label}: ${fwd}/${opts.lines} lines forwarded in ${backend.logPackets} packets ` +
+        `(PM2 bus: ${bus.chunks} chunks, ${bus.lines} lines) in ${r.flood_s}s [${reason}]; ` +
+        `CPU ${r.cpu_s}s → ${r.cpu_us_per_line} µs/line; by thread (ms): ${fmtThreads(r.cpu_ms_by_thread)}`)
+      if (!fwd) throw new Error(`${agent.label} forwarded no log line (channels: ${JSON.stringify(backend.channels)})`)
+      return r
+    } finally {
+      cleanups.delete(closeSub)
+      closeSub()
+    }
+  })
+}
+
+// ---------------------------------------------------------------- report
+
+let BARE = null
+const fmtThreads = (o) => Object.entries(o).slice(0, 5).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ')
+const round = (x, d) => (x == null || !Number.isFinite(x) ? null : Number(x.toFixed(d)))
+const mb = (kb) => (kb == null ? null : (kb / 1024).toFixed(1))
+
+function buildRows (results) {
+  const rows = []
+  const get = (scn, agent, key) => {
+    const r = results.scenarios[scn] && results.scenarios[scn][agent]
+    if (!r) return undefined
+    if (r.error) return 'ERR'
+    return r[key]
+  }
+  const add = (scn, label, key, fmt, target, noRatio) => {
+    if (!results.scenarios[scn]) return
+    const js = get(scn, 'js', key)
+    const ours = get(scn, 'ours', key)
+    let ratio = null
+    if (!noRatio && typeof js === 'number' && typeof ours === 'number' && js > 0) ratio = ours / js
+    let verdict = ''
+    if (target != null && ratio != null) verdict = ratio <= target ? 'PASS' : 'FAIL'
+    rows.push({
+      scenario: scn,
+      metric: label,
+      key,
+      js: js === undefined ? null : js,
+      ours: ours === undefined ? null : ours,
+      ratio: round(ratio, 3),
+      target: target == null ? null : target,
+      verdict,
+      _fmt: fmt
+    })
+  }
+  const MB = (v) => (typeof v === 'number' ? (v / 1024).toFixed(1) : v)
+  for (const n of results.options.apps) {
+    const s = `idle-${n}`
+    add(s, 'private memory USS (MB)', 'uss_kb', MB, 1 / 3)
+    add(s, '  of which Private_Dirty (MB)', 'private_dirty_kb', MB)
+    add(s, '  of which Private_Clean (MB)', 'private_clean_kb', MB, null, true)
+    add(s, '  USS above a bare node (MB)', 'uss_above_bare_node_kb', MB)
+    add(s, 'RSS (MB)', 'rss_kb', MB)
+    add(s, 'CPU s / min idle', 'cpu_s_per_min')
+    add(s, 'status ticks in window', 'status_ticks')
+    add(s, 'CPU µs / status tick', 'cpu_us_per_tick', null, 1 / 10)
+    add(s, 'CPU µs / status tick (schedstat)', 'cpu_sched_us_per_tick')
+  }
+  const f = 'flood'
+  add(f, 'lines written', 'lines_written')
+  add(f, 'lines forwarded (unique)', 'lines_forwarded')
+  add(f, 'lines dropped', 'lines_dropped')
+  add(f, '`logs` packets', 'logs_packets')
+  add(f, 'PM2 bus chunks', 'bus_chunks')
+  add(f, 'flood duration (s)', 'flood_s')
+  add(f, 'CPU s during flood', 'cpu_s')
+  add(f, 'CPU s during flood, minus idle', 'cpu_net_s')
+  add(f, 'CPU µs / forwarded log line', 'cpu_us_per_line', null, 1 / 10)
+  add(f, 'CPU µs / forwarded log line (schedstat)', 'cpu_sched_us_per_line')
+  add(f, 'CPU µs / `logs` packet', 'cpu_us_per_packet')
+  add(f, 'USS after flood (MB)', 'uss_kb', MB)
+  add(f, 'peak RSS VmHWM (MB)', 'hwm_kb', MB)
+  return rows
+}
+
+function printTable (rows) {
+  const cell = (v, fmt) => {
+    if (v === null || v === undefined) return '-'
+    if (fmt && typeof v === 'number') return fmt(v)
+    return String(v)
+  }
+  const table = [['scenario', 'metric', 'JS agent', 'ours', 'ratio ours/JS', 'target', '']]
+  for (const r of rows) {
+    table.push([
+      r.scenario,
+      r.metric,
+      cell(r.js, r._fmt),
+      cell(r.ours, r._fmt),
+      r.ratio == null ? '-' : r.ratio.toFixed(3),
+      r.target == null ? '' : (r.target < 0.2 ? '≤ 1/10' : '≤ 1/3'),
+      r.verdict
+    ])
+  }
+  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)))
+  const line = (row) => row.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')
+  console.log('\n' + line(table[0]))
+  console.log(widths.map((w) => '-'.repeat(w)).join('-|-'))
+  let last = null
+  for (const row of table.slice(1)) {
+    if (last && row[0] !== last) console.log(widths.map((w) => ' '.repeat(w)).join(' | ').trimEnd())
+    last = row[0]
+    console.log(line(row).trimEnd())
+  }
+}
+
+/** Conditions that make the comparison less trustworthy. */
+function noiseWarnings (results) {
+  const out = []
+  const ncpu = os.cpus().length
+  for (const [scn, byAgent] of Object.entries(results.scenarios)) {
+    for (const [a, r] of Object.entries(byAgent)) {
+      const load = r && r.loadavg_1m ? Math.max(...r.loadavg_1m) : 0
+      if (load > ncpu * 0.75) out.push(`${scn}/${a}: 1-min load average reached ${load} on ${ncpu} CPUs; CPU figures are noisy, run again on a quiet machine`)
+    }
+    const js = byAgent.js
+    const ours = byAgent.ours
+    if (scn === 'flood' && js && ours && !js.error && !ours.error && js.bus_chunks && ours.bus_chunks) {
+      const d = Math.abs(js.bus_chunks - ours.bus_chunks) / Math.max(js.bus_chunks, ours.bus_chunks)
+      if (d > 0.1) out.push(`flood: PM2 chunked the output differently (${js.bus_chunks} vs ${ours.bus_chunks} bus messages), so per-line figures are less comparable (machine busy?)`)
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------- main
+
+/** Memory of a bare `node` idling, for reference (the floor for both agents). */
+async function bareNode () {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+  const kill = () => { try { child.kill('SIGKILL') } catch (e) {} }
+  cleanups.add(kill)
+  try {
+    await sleep(2000)
+    return memory(child.pid)
+  } catch (e) {
+    return null
+  } finally {
+    cleanups.delete(kill)
+    kill()
+  }
+}
+
+function gitHead () {
+  try { return execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() } catch (e) { return null }
+}
+
+async function main () {
+  const opts = parseArgs(process.argv.slice(2))
+  const agents = opts.only ? [opts.only] : ['js', 'ours']
+  const startedAt = new Date()
+  const results = {
+    date: startedAt.toISOString(),
+    meta: {
+      node: process.version,
+      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+      cpus: os.cpus().length,
+      cpu_model: (os.cpus()[0] || {}).model,
+      loadavg_at_start: os.loadavg().map((x) => round(x, 2)),
+      clk_tck: CLK_TCK,
+      pm2_version: PM2_VERSION,
+      git_head: gitHead(),
+      agents: Object.fromEntries(agents.map((a) => [a, { script: path.relative(ROOT, AGENTS[a].script), version: AGENTS[a].version }]))
+    },
+    options: opts,
+    scenarios: {}
+  }
+  results.meta.bare_node = await bareNode()
+  BARE = results.meta.bare_node
+  const plan = []
+  for (const n of opts.apps) plan.push({ name: `idle-${n}`, run: (a) => idleRun(a, n, opts) })
+  if (opts.flood) plan.push({ name: 'flood', run: (a) => floodRun(a, opts) })
+
+  const perRun = opts.settle + 10 + Math.max(opts.window, opts.baseline + 10)
+  log(`bench: ${agents.join(' + ')} × ${plan.map((p) => p.name).join(', ')}; window ${opts.window}s, settle ${opts.settle}s ` +
+    `(~${Math.ceil(perRun * agents.length * plan.length / 60)} min)`)
+  let failures = 0
+  for (const scn of plan) {
+    results.scenarios[scn.name] = {}
+    for (const a of agents) {
+      if (interrupted) return
+      log(`${scn.name}: ${AGENTS[a].label} (${AGENTS[a].version})`)
+      try {
+        const load0 = os.loadavg()[0]
+        const r = await scn.run(a)
+        r.loadavg_1m = [round(load0, 2), round(os.loadavg()[0], 2)] // at start, at end of the run
+        results.scenarios[scn.name][a] = r
+      } catch (e) {
+        if (interrupted) return
+        failures++
+        console.error(`\n!! ${scn.name} / ${AGENTS[a].label}: ${e.message}`)
+        if (e.logTail) console.error(`-- last lines of the daemon's output --\n${e.logTail}\n--`)
+        results.scenarios[scn.name][a] = { error: e.message, log_tail: e.logTail || null }
+      }
+    }
+  }
+
+  const rows = buildRows(results)
+  results.table = rows.map(({ _fmt, ...r }) => r)
+  printTable(rows)
+  const warnings = noiseWarnings(results)
+  results.warnings = warnings
+  for (const w of warnings) console.log(`WARNING: ${w}`)
+  if (BARE) console.log(`\nBare node (${process.version}, idle, nothing loaded): USS ${mb(BARE.uss_kb)} MB, RSS ${mb(BARE.rss_kb)} MB.`)
+  console.log('Targets: private memory (USS) ≤ 1/3 of JS; CPU per status tick and per forwarded log line ≤ 1/10 of JS.')
+
+  const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\..*/, '')
+  const outFile = opts.out || path.join(__dirname, `results-${stamp}.json`)
+  fs.writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n')
+  console.log(`Results written to ${path.relative(process.cwd(), outFile)}`)
+  if (failures) {
+    console.error(`${failures} run(s) failed (see above)`)
+    process.exitCode = 1
+  }
+}
+
+main().catch(async (e) => {
+  console.error(e.stack || e)
+  process.exitCode = 1
+}).finally(async () => {
+  await runCleanups()
+})
