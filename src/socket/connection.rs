@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::amp::{self, FrameError, Message};
 
+/// Spare room guaranteed before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     #[error("i/o: {0}")]
@@ -74,6 +77,9 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
                 Err(FrameError::Incomplete) => {}
                 Err(e) => return Err(ConnError::Protocol(e)),
             }
+            // A full BytesMut would only grow by 64 bytes per read: make room
+            // for a real chunk, or a big frame takes thousands of syscalls.
+            self.buf.reserve(READ_CHUNK);
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);

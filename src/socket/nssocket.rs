@@ -11,6 +11,9 @@ use super::endpoint::{Endpoint, Stream};
 use crate::protocol::lines::LineFramer;
 use crate::protocol::nssocket::{self, NsMessage};
 
+/// Spare room guaranteed before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Longest line accepted from the server.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
@@ -39,6 +42,9 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                     Err(e) => tracing::warn!(error = %e, "dropping malformed nssocket line"),
                 },
                 Ok(None) => {
+                    // A full BytesMut would only grow by 64 bytes per read: make room
+                    // for a real chunk, or a big frame takes thousands of syscalls.
+                    self.buf.reserve(READ_CHUNK);
                     if self.inner.read_buf(&mut self.buf).await? == 0 {
                         return Ok(None);
                     }
