@@ -136,6 +136,28 @@ test('a custom event arrives with its name moved out of data', async () => {
   assert.equal(typeof ev.payload.data.seq, 'number')
 })
 
+test('a profile reported by an app is read, sent on `profiling`, then deleted', async () => {
+  const dump = path.join(home, 'app.heapprofile')
+  fs.writeFileSync(dump, JSON.stringify({ head: { callFrame: { functionName: '(root)' } }, samples: [1, 2, 3] }))
+  const profiler = writeApp(home, 'profiler.js', [
+    `process.send({ type: 'axm:reply', data: { return: { heapprofile: true, dump_file: ${JSON.stringify(dump)} } } })`,
+    'setInterval(() => {}, 1000)',
+    ''
+  ].join('\n'))
+  await pm2(home, ['start', profiler, '--name', 'profiler'])
+  const p = await backend.waitFor((x) => x.channel === 'profiling')
+  assert.equal(p.payload.name, 'profiler')
+  assert.equal(p.payload.type, 'heapprofile')
+  assert.equal(p.payload.heapprofile, true)
+  assert.equal(p.payload.server_name, KEYS.machine_name)
+  assert.equal(p.payload.public_key, KEYS.public_key)
+  assert.deepEqual(JSON.parse(p.payload.data).samples, [1, 2, 3])
+  await waitUntil(() => !fs.existsSync(dump), 10000, 100, 'the dump file to be deleted')
+  assert.ok(!backend.received.some((x) => x.channel === 'axm:reply' && x.payload.process.name === 'profiler'),
+    'the profiling reply itself is not forwarded')
+  await pm2(home, ['delete', 'profiler'])
+})
+
 test('a remote restart really restarts the app', async () => {
   const before = (await jlist(home)).find((p) => p.name === 'logger').pm2_env.restart_time
   backend.send('trigger:pm2:action', { method_name: 'restart', parameters: { name: 'logger' } })
