@@ -146,17 +146,9 @@ pub fn jitter(base: Duration, r: u64) -> Duration {
     half + Duration::from_nanos(r % span.saturating_add(1))
 }
 
-/// A per-process random seed from std's randomly keyed hasher.
+/// A random non-zero seed (xorshift needs one).
 fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() | 1
+    crate::entropy::entropy_u64() | 1
 }
 
 #[cfg(test)]
