@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod daemon;
+mod entropy;
 pub mod logging;
 pub mod net;
 pub mod pm2;

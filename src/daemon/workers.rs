@@ -478,18 +478,9 @@ impl Pm2Api for Pm2Client {
 
 /// `UNIQUE_SERVER_ID`: a random v4-style UUID per agent process.
 fn unique_server_id() -> String {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
     let mut bytes = [0u8; 16];
     for chunk in bytes.chunks_mut(8) {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
+        chunk.copy_from_slice(&crate::entropy::entropy_u64().to_le_bytes());
     }
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;

@@ -70,6 +70,16 @@ pub struct ConnState {
     pub generation: u64,
 }
 
+impl ConnState {
+    /// Waits until `state` reports a connection, or for `timeout`.
+    pub async fn wait_connected(state: &watch::Receiver<ConnState>, timeout: Duration) -> bool {
+        let mut st = state.clone();
+        tokio::time::timeout(timeout, st.wait_for(|s| s.connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
 type ReplyTx = oneshot::Sender<Result<Message, ReqError>>;
 
 enum Command {
@@ -136,10 +146,7 @@ impl ReqSocket {
 
     /// Waits until connected, or for `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        let mut st = self.state.clone();
-        tokio::time::timeout(timeout, st.wait_for(|s| s.connected))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        ConnState::wait_connected(&self.state, timeout).await
     }
 
     pub async fn close(&self) {

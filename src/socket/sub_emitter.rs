@@ -126,10 +126,7 @@ impl SubEmitter {
     }
 
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        let mut st = self.state.clone();
-        tokio::time::timeout(timeout, st.wait_for(|s| s.connected))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        ConnState::wait_connected(&self.state, timeout).await
     }
 
     pub fn close(&self) {

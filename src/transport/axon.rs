@@ -28,19 +28,17 @@
 //! * no DNS probe, connect timeouts, one connection at a time.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::io::ReadHalf;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, trace, warn};
 
-use super::base::{is_falsy, is_volatile, Backoff, Shared, PACKET_QUEUE_SIZE};
+use super::base::{self, is_falsy, is_volatile, Backoff, Shared, PACKET_QUEUE_SIZE};
 use super::{Identity, Packet, TransportEndpoint, TransportStats, Transporter};
 use crate::protocol::amp::Arg;
 use crate::protocol::cipher::Cipher;
@@ -259,15 +257,7 @@ impl Transporter for AxonTransport {
     fn connect(&self, endpoint: TransportEndpoint) {
         match parse_target(endpoint) {
             Ok(t) => {
-                // Same endpoints as wanted already: nothing to do.
-                self.target.send_if_modified(|cur| {
-                    if cur.as_ref() == Some(&t) {
-                        false
-                    } else {
-                        *cur = Some(t);
-                        true
-                    }
-                });
+                base::set_target(&self.target, t);
             }
             Err(e) => {
                 warn!(error = %e, "Axon transport: cannot connect");
@@ -281,22 +271,7 @@ impl Transporter for AxonTransport {
     }
 
     fn send(&self, packet: Packet) {
-        // Like the JS agent: no channel or a falsy payload is never sent.
-        if packet.channel.is_empty() || is_falsy(&packet.payload) {
-            debug!(channel = %packet.channel, "Axon transport: dropping packet without channel or payload");
-            return;
-        }
-        match self.packets.try_send(packet) {
-            Ok(()) => {}
-            Err(TrySendError::Full(p)) => {
-                let n = self.shared.drop_packets(1);
-                warn!(channel = %p.channel, dropped = n, "Axon transport: send buffer full, packet dropped");
-            }
-            Err(TrySendError::Closed(p)) => {
-                self.shared.drop_packets(1);
-                debug!(channel = %p.channel, "Axon transport stopped, packet dropped");
-            }
-        }
+        self.shared.submit(&self.packets, packet, "Axon transport");
     }
 
     fn is_connected(&self) -> bool {
@@ -382,19 +357,8 @@ async fn open(t: Target, timeout: Duration, max_pending: usize) -> Result<Conn, 
     })
 }
 
-/// Why the actor left the current state.
-enum Interrupt {
-    /// The desired endpoints changed (`None` = disconnect()).
-    Retarget(Option<Target>),
-    /// The handle was dropped.
-    Shutdown,
-}
-
-enum End {
-    /// The connection broke; reconnect after a backoff.
-    Lost,
-    Interrupt(Interrupt),
-}
+type Interrupt = base::Interrupt<Target>;
+type End = base::End<Target>;
 
 struct Actor {
     public_key: String,
@@ -419,13 +383,41 @@ struct Actor {
     backoff: Backoff,
 }
 
+impl base::Offline for Actor {
+    type Target = Target;
+
+    fn inputs(
+        &mut self,
+    ) -> (
+        &mut watch::Receiver<Option<Target>>,
+        &mut mpsc::Receiver<Packet>,
+    ) {
+        (&mut self.target, &mut self.packets)
+    }
+
+    fn enqueue_offline(&mut self, p: Packet) {
+        if is_volatile(&p.channel) || p.channel == "profiling" || self.opts.queue_size == 0 {
+            // A stale status is useless once reconnected, and profiles can
+            // be tens of megabytes: neither is queued.
+            self.shared.drop_packets(1);
+            trace!(channel = %p.channel, "Axon offline: packet not queued");
+            return;
+        }
+        self.push_pending(p, self.opts.queue_size);
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+}
+
 impl Actor {
     async fn run(mut self) {
         let mut target = self.target.borrow_and_update().clone();
         loop {
             let Some(t) = target.clone() else {
                 // Idle (never connected or disconnect()ed): keep queueing.
-                match self.offline(&target, std::future::pending::<()>()).await {
+                match base::offline(&mut self, &target, std::future::pending::<()>()).await {
                     Err(Interrupt::Retarget(t)) => target = t,
                     Err(Interrupt::Shutdown) => return,
                     Ok(()) => {}
@@ -433,7 +425,7 @@ impl Actor {
                 continue;
             };
             let attempt = open(t.clone(), self.opts.connect_timeout, self.opts.max_pending);
-            match self.offline(&target, attempt).await {
+            match base::offline(&mut self, &target, attempt).await {
                 Ok(Ok(conn)) => {
                     let opened = Instant::now();
                     let end = self.connected(conn, &t, &target).await;
@@ -463,56 +455,10 @@ impl Actor {
             }
             let delay = self.backoff.next_delay();
             debug!(push = %t.push, reverse = %t.pull, ?delay, "Axon reconnect scheduled");
-            match self.offline(&target, tokio::time::sleep(delay)).await {
-                Ok(()) => {}
-                Err(Interrupt::Retarget(t)) => {
-                    target = t;
-                    self.backoff.reset();
-                }
-                Err(Interrupt::Shutdown) => return,
+            if !base::retry_after(&mut self, &mut target, delay).await {
+                return;
             }
         }
-    }
-
-    /// Drives `fut` while not connected: packets go to the offline queue and
-    /// a change of the desired endpoints interrupts (dropping `fut`, e.g. a
-    /// connection attempt, so there is never a second pair of sockets).
-    async fn offline<F: Future>(
-        &mut self,
-        current: &Option<Target>,
-        fut: F,
-    ) -> Result<F::Output, Interrupt> {
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                changed = self.target.changed() => {
-                    if changed.is_err() {
-                        return Err(Interrupt::Shutdown);
-                    }
-                    let t = self.target.borrow_and_update().clone();
-                    if t != *current {
-                        return Err(Interrupt::Retarget(t));
-                    }
-                }
-                out = &mut fut => return Ok(out),
-                p = self.packets.recv() => match p {
-                    Some(p) => self.enqueue_offline(p),
-                    None => return Err(Interrupt::Shutdown),
-                },
-            }
-        }
-    }
-
-    fn enqueue_offline(&mut self, p: Packet) {
-        if is_volatile(&p.channel) || p.channel == "profiling" || self.opts.queue_size == 0 {
-            // A stale status is useless once reconnected, and profiles can
-            // be tens of megabytes: neither is queued.
-            self.shared.drop_packets(1);
-            trace!(channel = %p.channel, "Axon offline: packet not queued");
-            return;
-        }
-        self.push_pending(p, self.opts.queue_size);
     }
 
     /// Appends to `pending`, dropping the oldest beyond `cap`.
@@ -585,12 +531,8 @@ impl Actor {
             tokio::select! {
                 biased;
                 changed = self.target.changed() => {
-                    if changed.is_err() {
-                        return End::Interrupt(Interrupt::Shutdown);
-                    }
-                    let t = self.target.borrow_and_update().clone();
-                    if t != *target {
-                        return End::Interrupt(Interrupt::Retarget(t));
+                    if let Some(i) = base::retarget(changed, &mut self.target, target) {
+                        return End::Interrupt(i);
                     }
                 }
                 changed = push_up.changed() => {

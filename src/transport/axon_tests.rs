@@ -7,6 +7,7 @@
 use super::*;
 use crate::socket::connection::AmpReader;
 use std::collections::BTreeMap;
+use std::future::Future;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,15 +1,17 @@
 //! What every transporter shares (the JS `Transporter` base class,
 //! agent-spec.md §5.2): the offline queue size, packet rules, reconnect
-//! backoff, the state the handle reads, and inbound delivery that never
-//! blocks the socket.
+//! backoff, the state the handle reads, inbound delivery that never blocks
+//! the socket, and how an actor waits while not connected (queueing
+//! packets, interrupted by a new target).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::{Packet, TransportStats};
@@ -76,6 +78,27 @@ impl Shared {
         self.dropped.fetch_add(n, Ordering::Relaxed) + n
     }
 
+    /// Hands an outbound packet to the actor without waiting: like the JS
+    /// agent, one without channel or with a falsy payload is never sent; a
+    /// full buffer (or a stopped actor) drops it and counts it.
+    pub fn submit(&self, packets: &mpsc::Sender<Packet>, packet: Packet, who: &str) {
+        if packet.channel.is_empty() || is_falsy(&packet.payload) {
+            debug!(channel = %packet.channel, "{who}: dropping packet without channel or payload");
+            return;
+        }
+        match packets.try_send(packet) {
+            Ok(()) => {}
+            Err(TrySendError::Full(p)) => {
+                let n = self.drop_packets(1);
+                warn!(channel = %p.channel, dropped = n, "{who}: send buffer full, packet dropped");
+            }
+            Err(TrySendError::Closed(p)) => {
+                self.drop_packets(1);
+                debug!(channel = %p.channel, "{who} stopped, packet dropped");
+            }
+        }
+    }
+
     /// Hands a packet from PM2.io to the consumer without waiting: a full
     /// channel drops it (and counts it) so a slow consumer can never stall
     /// the socket that also carries our outbound traffic.
@@ -94,6 +117,116 @@ impl Shared {
                 debug!(channel = %p.channel, "{who}: no inbound consumer, message dropped");
             }
         }
+    }
+}
+
+/// Sets the desired target for the actor. The same target as wanted already
+/// changes nothing: no reconnection, never a second socket.
+pub fn set_target<T: PartialEq>(target: &watch::Sender<Option<T>>, t: T) {
+    target.send_if_modified(|cur| {
+        if cur.as_ref() == Some(&t) {
+            false
+        } else {
+            *cur = Some(t);
+            true
+        }
+    });
+}
+
+/// Why a transporter's actor left its current state.
+pub enum Interrupt<T> {
+    /// The desired target changed (`None` = disconnect()).
+    Retarget(Option<T>),
+    /// The handle was dropped.
+    Shutdown,
+}
+
+/// How a connection ended.
+pub enum End<T> {
+    /// The connection broke; reconnect after a backoff.
+    Lost,
+    Interrupt(Interrupt<T>),
+}
+
+/// Handles `target.changed()` having resolved with `changed`: the handle
+/// is gone (shutdown) or the desired target now differs from `current`
+/// (retarget); `None` when it was set to the same value again.
+pub fn retarget<T: Clone + PartialEq>(
+    changed: Result<(), watch::error::RecvError>,
+    target: &mut watch::Receiver<Option<T>>,
+    current: &Option<T>,
+) -> Option<Interrupt<T>> {
+    if changed.is_err() {
+        return Some(Interrupt::Shutdown);
+    }
+    let t = target.borrow_and_update().clone();
+    (t != *current).then_some(Interrupt::Retarget(t))
+}
+
+/// A transporter actor as seen while it is not connected (idle, connecting
+/// or waiting to reconnect).
+pub trait Offline {
+    /// Where to connect (a URL, a pair of endpoints…).
+    type Target: Clone + PartialEq;
+
+    /// The desired target set by the handle, and the packets it sends.
+    fn inputs(
+        &mut self,
+    ) -> (
+        &mut watch::Receiver<Option<Self::Target>>,
+        &mut mpsc::Receiver<Packet>,
+    );
+
+    /// Queues (or drops, by the transporter's rules) a packet that arrived
+    /// while not connected.
+    fn enqueue_offline(&mut self, p: Packet);
+
+    fn backoff(&mut self) -> &mut Backoff;
+}
+
+/// Drives `fut` while not connected: packets go to the offline queue and
+/// a change of the desired target interrupts, dropping `fut` (e.g. a
+/// connection attempt, so there is never a second socket).
+pub async fn offline<A: Offline, F: Future>(
+    actor: &mut A,
+    current: &Option<A::Target>,
+    fut: F,
+) -> Result<F::Output, Interrupt<A::Target>> {
+    tokio::pin!(fut);
+    loop {
+        let (target, packets) = actor.inputs();
+        tokio::select! {
+            biased;
+            changed = target.changed() => {
+                if let Some(i) = retarget(changed, target, current) {
+                    return Err(i);
+                }
+            }
+            out = &mut fut => return Ok(out),
+            p = packets.recv() => match p {
+                Some(p) => actor.enqueue_offline(p),
+                None => return Err(Interrupt::Shutdown),
+            },
+        }
+    }
+}
+
+/// Waits `delay` before the next connection attempt, still queueing. A new
+/// target replaces `target` and resets the backoff (a new endpoint starts
+/// afresh); `false` means the handle was dropped.
+pub async fn retry_after<A: Offline>(
+    actor: &mut A,
+    target: &mut Option<A::Target>,
+    delay: Duration,
+) -> bool {
+    match offline(actor, target, tokio::time::sleep(delay)).await {
+        Ok(()) => true,
+        Err(Interrupt::Retarget(t)) => {
+            *target = t;
+            actor.backoff().reset();
+            true
+        }
+        Err(Interrupt::Shutdown) => false,
     }
 }
 
@@ -146,17 +279,9 @@ pub fn jitter(base: Duration, r: u64) -> Duration {
     half + Duration::from_nanos(r % span.saturating_add(1))
 }
 
-/// A per-process random seed from std's randomly keyed hasher.
+/// A random non-zero seed (xorshift needs one).
 fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() | 1
+    crate::entropy::entropy_u64() | 1
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! a dead-peer timeout on top of the 5 s pings.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +23,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
@@ -35,7 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 pub use super::base::PACKET_QUEUE_SIZE;
-use super::base::{is_falsy, is_volatile, Backoff, Shared};
+use super::base::{self, is_falsy, is_volatile, Backoff, Shared};
 use super::json_patch;
 use super::{Identity, Packet, TransportEndpoint, TransportStats, Transporter};
 use crate::net::{self, BoxStream, NetError, NetOptions, Url};
@@ -235,15 +233,7 @@ impl Transporter for WebSocketTransport {
         };
         match url {
             Ok(url) => {
-                // Same URL as wanted already: nothing to do (no second socket).
-                self.target.send_if_modified(|t| {
-                    if t.as_ref() == Some(&url) {
-                        false
-                    } else {
-                        *t = Some(url);
-                        true
-                    }
-                });
+                base::set_target(&self.target, url);
             }
             Err(e) => {
                 warn!(error = %e, "WebSocket transport: cannot connect");
@@ -257,22 +247,8 @@ impl Transporter for WebSocketTransport {
     }
 
     fn send(&self, packet: Packet) {
-        // Like the JS agent: no channel or a falsy payload is never sent.
-        if packet.channel.is_empty() || is_falsy(&packet.payload) {
-            debug!(channel = %packet.channel, "WebSocket transport: dropping packet without channel or payload");
-            return;
-        }
-        match self.packets.try_send(packet) {
-            Ok(()) => {}
-            Err(TrySendError::Full(p)) => {
-                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                warn!(channel = %p.channel, dropped = n, "WebSocket transport: send buffer full, packet dropped");
-            }
-            Err(TrySendError::Closed(p)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                debug!(channel = %p.channel, "WebSocket transport stopped, packet dropped");
-            }
-        }
+        self.shared
+            .submit(&self.packets, packet, "WebSocket transport");
     }
 
     fn is_connected(&self) -> bool {
@@ -308,19 +284,8 @@ fn frame<P: Serialize>(payload: &P, channel: &str) -> Option<String> {
 
 type Ws = WebSocketStream<BoxStream>;
 
-/// Why the actor left the current state.
-enum Interrupt {
-    /// The desired endpoint changed (`None` = disconnect()).
-    Retarget(Option<Url>),
-    /// The handle was dropped.
-    Shutdown,
-}
-
-enum End {
-    /// The connection broke; reconnect after a backoff.
-    Lost,
-    Interrupt(Interrupt),
-}
+type Interrupt = base::Interrupt<Url>;
+type End = base::End<Url>;
 
 struct Actor {
     identity: Identity,
@@ -338,13 +303,34 @@ struct Actor {
     backoff: Backoff,
 }
 
+impl base::Offline for Actor {
+    type Target = Url;
+
+    fn inputs(
+        &mut self,
+    ) -> (
+        &mut watch::Receiver<Option<Url>>,
+        &mut mpsc::Receiver<Packet>,
+    ) {
+        (&mut self.target, &mut self.packets)
+    }
+
+    fn enqueue_offline(&mut self, p: Packet) {
+        self.enqueue(p);
+    }
+
+    fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+}
+
 impl Actor {
     async fn run(mut self) {
         let mut target = self.target.borrow_and_update().clone();
         loop {
             let Some(url) = target.clone() else {
                 // Idle (never connected or disconnect()ed): keep queueing.
-                match self.offline(&target, std::future::pending::<()>()).await {
+                match base::offline(&mut self, &target, std::future::pending::<()>()).await {
                     Err(Interrupt::Retarget(t)) => target = t,
                     Err(Interrupt::Shutdown) => return,
                     Ok(()) => {}
@@ -352,7 +338,7 @@ impl Actor {
                 continue;
             };
             let attempt = open(url.clone(), self.identity.clone(), self.opts.clone());
-            match self.offline(&target, attempt).await {
+            match base::offline(&mut self, &target, attempt).await {
                 Ok(Ok(ws)) => {
                     let opened = Instant::now();
                     let end = self.connected(ws, &url, &target).await;
@@ -382,43 +368,8 @@ impl Actor {
             }
             let delay = self.backoff.next_delay();
             debug!(url = %url, ?delay, "WebSocket reconnect scheduled");
-            match self.offline(&target, tokio::time::sleep(delay)).await {
-                Ok(()) => {}
-                Err(Interrupt::Retarget(t)) => {
-                    target = t;
-                    self.backoff.reset();
-                }
-                Err(Interrupt::Shutdown) => return,
-            }
-        }
-    }
-
-    /// Drives `fut` while not connected: packets go to the offline queue and
-    /// a change of the desired endpoint interrupts (dropping `fut`, e.g. a
-    /// connect attempt, so there is never a second socket).
-    async fn offline<F: Future>(
-        &mut self,
-        current: &Option<Url>,
-        fut: F,
-    ) -> Result<F::Output, Interrupt> {
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                changed = self.target.changed() => {
-                    if changed.is_err() {
-                        return Err(Interrupt::Shutdown);
-                    }
-                    let t = self.target.borrow_and_update().clone();
-                    if t != *current {
-                        return Err(Interrupt::Retarget(t));
-                    }
-                }
-                out = &mut fut => return Ok(out),
-                p = self.packets.recv() => match p {
-                    Some(p) => self.enqueue(p),
-                    None => return Err(Interrupt::Shutdown),
-                },
+            if !base::retry_after(&mut self, &mut target, delay).await {
+                return;
             }
         }
     }
@@ -488,12 +439,8 @@ impl Actor {
             tokio::select! {
                 biased;
                 changed = self.target.changed() => {
-                    if changed.is_err() {
-                        return End::Interrupt(Interrupt::Shutdown);
-                    }
-                    let t = self.target.borrow_and_update().clone();
-                    if t != *target {
-                        return End::Interrupt(Interrupt::Retarget(t));
+                    if let Some(i) = base::retarget(changed, &mut self.target, target) {
+                        return End::Interrupt(i);
                     }
                 }
                 msg = ws.next() => {

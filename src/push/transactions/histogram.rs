@@ -35,16 +35,7 @@ impl Mulberry32 {
     /// Seeded from the process' hash randomness and the clock: sampling only
     /// needs to differ between runs, not to be secure.
     pub fn from_entropy() -> Self {
-        use std::collections::hash_map::RandomState;
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        Mulberry32::new(h.finish() as u32)
+        Mulberry32::new(crate::entropy::entropy_u64() as u32)
     }
 }
 
