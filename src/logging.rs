@@ -87,6 +87,17 @@ pub fn namespace(target: &str) -> String {
     format!("interactor:{ns}")
 }
 
+/// Whether a line is written: info, warnings and errors always (the JS
+/// agent's console output); debug lines when `DEBUG` enables their
+/// namespace; trace lines (per tick, per packet) never, they would flood
+/// agent.log. (tracing orders levels by verbosity: TRACE > DEBUG > INFO.)
+pub fn admits(filter: &DebugFilter, level: Level, target: &str) -> bool {
+    if level <= Level::INFO {
+        return true;
+    }
+    level == Level::DEBUG && filter.enabled(&namespace(target))
+}
+
 /// Installs the process-wide subscriber once (later calls are no-ops).
 /// Lines go to stdout, which the CLI points at `agent.log`.
 pub fn init(debug: Option<&str>) {
@@ -98,10 +109,7 @@ pub fn init(debug: Option<&str>) {
             .with_ansi(false)
             .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
-                if *meta.level() <= Level::INFO {
-                    return true;
-                }
-                filter.enabled(&namespace(meta.target()))
+                admits(&filter, *meta.level(), meta.target())
             }));
         let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
         // A panic is logged with where it happened before it is caught
@@ -144,6 +152,25 @@ mod tests {
         assert!(!f.enabled("interactor:daemon"));
         assert!(DebugFilter::parse("*").enabled("interactor:push"));
         assert!(DebugFilter::parse("interactor:*:client").enabled("interactor:pm2:client"));
+    }
+
+    #[test]
+    fn levels() {
+        let f = DebugFilter::parse(DEFAULT_DEBUG);
+        let t = "interactor::daemon::workers";
+        assert!(admits(&f, Level::ERROR, "interactor::transport::websocket"));
+        assert!(admits(&f, Level::INFO, "interactor::pm2"));
+        assert!(admits(&f, Level::DEBUG, t));
+        assert!(!admits(
+            &f,
+            Level::DEBUG,
+            "interactor::transport::websocket"
+        ));
+        assert!(
+            !admits(&f, Level::TRACE, t),
+            "trace never reaches agent.log"
+        );
+        assert!(!admits(&DebugFilter::parse(""), Level::DEBUG, t));
     }
 
     #[test]
