@@ -113,7 +113,7 @@ function build (opts) {
     CONTEXT_ON_ERROR: 4,
     TRANSACTION_FLUSH_INTERVAL: useIfDefined(debugFlag, nodeEnv === 'local_test') ? 1000 : 30000,
     AGGREGATION_DURATION: useIfDefined(debugFlag, nodeEnv === 'test' || nodeEnv === 'development') ? 0 : 60 * 10,
-    TRACE_FLUSH_INTERVAL: useIfDefined(debugFlag, nodeEnv === 'local_test') ? 1000 : 60000,
+    TRACE_FLUSH_INTERVAL: useIfDefined(debugFlag, nodeEnv === 'local_test') ? 1000 : 30000, // the daemon's axm:transaction flush (issue: 30 s)
 
     IS_BUN: typeof Bun !== 'undefined', // eslint-disable-line no-undef
     PM2_HOME,

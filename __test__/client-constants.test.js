@@ -41,7 +41,7 @@ test('defaults and every path derive from PM2_HOME', () => {
   assert.equal(c.LOGS_BUFFER, 8)
   assert.equal(c.CONTEXT_ON_ERROR, 4)
   assert.equal(c.TRANSACTION_FLUSH_INTERVAL, 30000)
-  assert.equal(c.TRACE_FLUSH_INTERVAL, 60000)
+  assert.equal(c.TRACE_FLUSH_INTERVAL, 30000)
   assert.equal(c.AGGREGATION_DURATION, 600)
   assert.equal(c.DEBUG, false)
   assert.equal(c.PROXY, undefined)
@@ -63,9 +63,9 @@ test('flush intervals: 1000 for NODE_ENV=local_test or PM2_DEBUG=true; PM2_DEBUG
   assert.equal(build({ env: { NODE_ENV: 'local_test' } }).TRANSACTION_FLUSH_INTERVAL, 1000)
   assert.equal(build({ env: { PM2_DEBUG: 'true' } }).TRACE_FLUSH_INTERVAL, 1000)
   assert.equal(build({ env: { PM2_DEBUG: 'true' } }).DEBUG, true)
-  assert.equal(build({ env: { PM2_DEBUG: 'false', NODE_ENV: 'local_test' } }).TRACE_FLUSH_INTERVAL, 60000)
+  assert.equal(build({ env: { PM2_DEBUG: 'false', NODE_ENV: 'local_test' } }).TRACE_FLUSH_INTERVAL, 30000)
   assert.equal(build({ env: { NODE_ENV: 'test' } }).AGGREGATION_DURATION, 0)
-  assert.equal(build({ env: { NODE_ENV: 'production' } }).TRACE_FLUSH_INTERVAL, 60000)
+  assert.equal(build({ env: { NODE_ENV: 'production' } }).TRACE_FLUSH_INTERVAL, 30000)
 })
 
 test('PM2_DEBUG=false is not debug (the JS agent took the string as true)', () => {
