@@ -11,6 +11,7 @@ const net = require('net')
 const { EventEmitter } = require('events')
 const axon = require('pm2-axon')
 const nssocket = require('nssocket')
+const { waitForPacket } = require('./backend')
 
 /** OpenSSL EVP_BytesToKey(MD5, no salt, 1 round): what createCipher('aes256', secret) used. */
 function keyIv (secret) {
@@ -148,23 +149,7 @@ class AxonBackend extends EventEmitter {
   get lastStatus () { return this.statuses[this.statuses.length - 1] }
 
   /** Resolves with the first packet (already received or future) matching. */
-  waitFor (pred, timeoutMs = 20000, what = 'packet') {
-    const found = this.received.find(pred)
-    if (found) return Promise.resolve(found)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.removeListener('packet', onPacket)
-        reject(new Error(`timed out waiting for ${what}; got channels: ${[...new Set(this.received.map((p) => p.channel))].join(',')}`))
-      }, timeoutMs)
-      const onPacket = (p) => {
-        if (!pred(p)) return
-        clearTimeout(timer)
-        this.removeListener('packet', onPacket)
-        resolve(p)
-      }
-      this.on('packet', onPacket)
-    })
-  }
+  waitFor (pred, timeoutMs, what) { return waitForPacket(this, pred, timeoutMs, what) }
 
   async stop () {
     this.dropReverse()

@@ -16,6 +16,28 @@ const { EventEmitter } = require('events')
 const WebSocket = require('ws')
 const jsonpatch = require('fast-json-patch')
 
+/**
+ * Resolves with the first packet of `backend.received` (already received or
+ * arriving later, announced by a 'packet' event) matching `pred`.
+ */
+function waitForPacket (backend, pred, timeoutMs = 20000, what = 'packet') {
+  const found = backend.received.find(pred)
+  if (found) return Promise.resolve(found)
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      backend.removeListener('packet', onPacket)
+      reject(new Error(`timed out waiting for ${what}; got channels: ${[...new Set(backend.received.map((p) => p.channel))].join(',')}`))
+    }, timeoutMs)
+    const onPacket = (p) => {
+      if (!pred(p)) return
+      clearTimeout(timer)
+      backend.removeListener('packet', onPacket)
+      resolve(p)
+    }
+    backend.on('packet', onPacket)
+  })
+}
+
 class Backend extends EventEmitter {
   constructor (opts = {}) {
     super()
@@ -125,23 +147,7 @@ class Backend extends EventEmitter {
   }
 
   /** Resolves with the first packet (already received or future) matching. */
-  waitFor (pred, timeoutMs = 20000, what = 'packet') {
-    const found = this.received.find(pred)
-    if (found) return Promise.resolve(found)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.removeListener('packet', onPacket)
-        reject(new Error(`timed out waiting for ${what}; got channels: ${[...new Set(this.received.map((p) => p.channel))].join(',')}`))
-      }, timeoutMs)
-      const onPacket = (p) => {
-        if (!pred(p)) return
-        clearTimeout(timer)
-        this.removeListener('packet', onPacket)
-        resolve(p)
-      }
-      this.on('packet', onPacket)
-    })
-  }
+  waitFor (pred, timeoutMs, what) { return waitForPacket(this, pred, timeoutMs, what) }
 
   /** The latest full status (patches applied). */
   get lastStatus () { return this._lastStatus }
@@ -171,4 +177,4 @@ class Backend extends EventEmitter {
   }
 }
 
-module.exports = { Backend }
+module.exports = { Backend, waitForPacket }
