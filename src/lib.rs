@@ -1,5 +1,8 @@
 //! keymetrics-agent: the PM2.io agent in Rust.
 //!
+//! - [`common`]: the shared vocabulary (packets, identity, endpoints, JS
+//!   value rules), below every layer;
+//!
 //! Layers, bottom-up (data flows PM2 → push → transport → PM2.io and back
 //! PM2.io → transport → reverse → PM2):
 //! - [`protocol`]: pure codecs (AMP, rpc, nssocket, cipher, IPC, topics);
@@ -8,6 +11,7 @@
 //! - [`reverse`]: PM2.io triggers (`trigger:*`) → PM2 RPC calls → reply packets;
 //! - `binding` (feature `node`): the napi exports, nothing else.
 
+pub mod common;
 pub mod config;
 pub mod daemon;
 mod entropy;

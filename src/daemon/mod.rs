@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+use crate::common::Endpoints;
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
-use crate::transport::Endpoints;
 use verify::Verdict;
 
 /// What the daemon asks of its host process.

@@ -1,5 +1,5 @@
 //! `interactor.sock`: the pm2-axon-rpc server the CLI uses to find, query
-//! and stop the agent (`kill`, `getInfos`; protocols.md §3).
+//! and stop the agent (`kill`, `getInfos`; docs/protocols.md §3).
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
@@ -104,6 +104,9 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
         if let Some(err) = w.last_error() {
             v["last_error"] = json!(err);
         }
+        // Per transporter: state, endpoint, since when, last error, and
+        // which one carries the traffic (docs/transport.md).
+        v["transport"] = w.transport_infos();
     }
     Some(v)
 }

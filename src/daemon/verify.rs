@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::common::Endpoints;
 use crate::config::DaemonConfig;
 use crate::net::{self, http, NetOptions, Url};
-use crate::transport::Endpoints;
 
 /// Verification attempts after the first one, as in the JS daemon.
 pub const MAX_RETRIES: u32 = 30;

@@ -17,6 +17,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
+use crate::common::{Endpoints, Packet};
+use crate::config::transporters::Kind;
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
 use crate::pm2::Pm2Client;
@@ -28,10 +30,12 @@ use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
 use crate::socket::rpc::RpcError;
 use crate::transport::axon::{AxonOptions, AxonTransport};
-use crate::transport::config::{self as transport_config, Kind};
 use crate::transport::hub::Hub;
+use crate::transport::link::LinkOptions;
+use crate::transport::plan;
+use crate::transport::route::{Role, Route};
 use crate::transport::websocket::{WebSocketOptions, WebSocketTransport};
-use crate::transport::{Endpoints, Packet, Transporter};
+use crate::transport::Transporter;
 
 /// Bus events waiting for the push pipeline; a log flood beyond this is
 /// dropped (and counted) rather than buffered.
@@ -64,7 +68,6 @@ struct Inner {
     /// The transporters in use, replaced when a re-verification changes
     /// which ones apply.
     hub: Mutex<Arc<Hub>>,
-    transporters: Mutex<Vec<(Kind, Arc<dyn Transporter>)>>,
     inbound_tx: mpsc::Sender<Packet>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -83,8 +86,7 @@ impl Workers {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
                 pm2: pm2.clone(),
-                hub: Mutex::new(Arc::new(Hub::new(vec![]))),
-                transporters: Mutex::new(vec![]),
+                hub: Mutex::new(Arc::new(Hub::default())),
                 inbound_tx,
                 tasks: Mutex::new(vec![]),
             }),
@@ -153,85 +155,71 @@ impl Workers {
     }
 
     /// Connects the transporters that apply to `endpoints` (config.json,
-    /// `AGENT_*` env, ws fallback), disconnecting those that no longer do.
-    /// Unchanged endpoints are a no-op for a connected transporter.
+    /// `AGENT_*` env, fallbacks), rebuilding them when a re-verification
+    /// changes which ones apply. Unchanged endpoints are a no-op.
     pub fn connect_transports(&self, endpoints: &Endpoints) {
         let cfg = &self.inner.cfg;
-        let (chosen, why) = transport_config::select(&cfg.transporters, endpoints);
-        if let Some(why) = why {
-            tracing::info!("{why}");
+        let plan = plan::plan(&cfg.transporters, endpoints);
+        if let Some(note) = &plan.note {
+            tracing::info!("{note}");
         }
-        let mut current = lock(&self.inner.transporters);
-        current.retain(|(kind, t)| {
-            let keep = chosen.iter().any(|(k, _)| k == kind);
-            if !keep {
-                t.disconnect();
-            }
-            keep
-        });
-        for (kind, endpoint) in &chosen {
-            let existing = current
-                .iter()
-                .find(|(k, _)| k == kind)
-                .map(|(_, t)| t.clone());
-            let transporter = match existing {
-                Some(t) => t,
-                None => match self.build_transporter(*kind) {
-                    Some(t) => {
-                        current.push((*kind, t.clone()));
-                        t
-                    }
-                    None => continue,
-                },
-            };
-            tracing::debug!(transporter = transporter.name(), ?endpoint, "connecting");
-            transporter.connect(endpoint.clone());
+        let mut hub = lock(&self.inner.hub);
+        if hub.shape() != plan.shape() {
+            let old = std::mem::replace(
+                &mut *hub,
+                Arc::new(Hub::build(
+                    &plan,
+                    &|kind, route, role| self.build_transporter(kind, route, role),
+                    cfg.packet_queue_size,
+                )),
+            );
+            old.disconnect();
         }
-        *lock(&self.inner.hub) =
-            Arc::new(Hub::new(current.iter().map(|(_, t)| t.clone()).collect()));
+        hub.apply(&plan);
     }
 
-    fn build_transporter(&self, kind: Kind) -> Option<Arc<dyn Transporter>> {
+    fn build_transporter(
+        &self,
+        kind: Kind,
+        route: Arc<Route>,
+        role: Role,
+    ) -> Option<Arc<dyn Transporter>> {
         let cfg = &self.inner.cfg;
-        match kind {
+        let link = LinkOptions {
+            proof_timeout: cfg.proof_timeout,
+            ..LinkOptions::default()
+        };
+        let inbound = self.inner.inbound_tx.clone();
+        let built: Result<Arc<dyn Transporter>, String> = match kind {
             Kind::WebSocket => {
                 let options = WebSocketOptions {
                     net: NetOptions::from_env(),
                     json_patch: cfg.ws_json_patch,
                     gzip: cfg.ws_gzip,
-                    queue_size: cfg.packet_queue_size,
+                    link,
                     ..WebSocketOptions::default()
                 };
-                match WebSocketTransport::new(
-                    cfg.identity.clone(),
-                    options,
-                    self.inner.inbound_tx.clone(),
-                ) {
-                    Ok(t) => Some(Arc::new(t)),
-                    Err(e) => {
-                        tracing::error!("cannot create the WebSocket transporter: {e}");
-                        None
-                    }
-                }
+                WebSocketTransport::on_route(cfg.identity.clone(), options, route, role, inbound)
+                    .map(|t| Arc::new(t) as Arc<dyn Transporter>)
+                    .map_err(|e| e.to_string())
             }
             Kind::Axon => {
                 let options = AxonOptions {
                     system_metadata: cfg.system_metadata(),
-                    queue_size: cfg.packet_queue_size,
                     status_interval: cfg.status_interval,
+                    link,
                     ..AxonOptions::default()
                 };
-                match AxonTransport::new(
-                    cfg.identity.clone(),
-                    options,
-                    self.inner.inbound_tx.clone(),
-                ) {
-                    Ok(t) => Some(Arc::new(t)),
-                    Err(e) => {
-                        tracing::error!("cannot create the Axon transporter: {e}");
-                        None
-                    }
-                }
+                AxonTransport::on_route(cfg.identity.clone(), options, route, role, inbound)
+                    .map(|t| Arc::new(t) as Arc<dyn Transporter>)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match built {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!("cannot create the {} transporter: {e}", kind.key());
+                None
             }
         }
     }
@@ -257,7 +245,12 @@ impl Workers {
         if hub.is_connected() {
             return None;
         }
-        hub.transporters().iter().find_map(|t| t.last_error())
+        hub.last_error()
+    }
+
+    /// Each transporter's state, for `getInfos.transport`.
+    pub fn transport_infos(&self) -> Value {
+        self.hub().infos()
     }
 
     /// Stops the loops, disconnects the transporters and PM2.

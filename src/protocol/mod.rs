@@ -7,4 +7,5 @@ pub mod ipc;
 pub mod lines;
 pub mod nssocket;
 pub mod rpc;
+pub mod sniff;
 pub mod topic;

@@ -94,16 +94,7 @@ pub fn decode_request(msg: &Value) -> Result<Request, CallRejection> {
     Ok(Request::Call { method, args })
 }
 
-/// JS truthiness of a JSON value.
-pub fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
+pub use crate::common::js::truthy;
 
 /// `{"args":[…]}`: the callback's arguments after a falsy `err`.
 pub fn success_reply(args: Vec<Value>) -> Value {

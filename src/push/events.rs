@@ -11,7 +11,7 @@ use super::js;
 use super::logs::LogBuffers;
 use super::profiling::profile_request;
 use super::streaming::LogStreaming;
-use crate::transport::Packet;
+use crate::common::Packet;
 
 /// Processes remembered from one status tick. PM2's list is the natural
 /// bound; this cap only protects against a runaway reply.

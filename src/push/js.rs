@@ -7,13 +7,7 @@ use serde_json::{Number, Value};
 
 /// JS truthiness of a property read (`None` = `undefined`).
 pub(crate) fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(_)) | Some(Value::Object(_)) => true,
-    }
+    v.is_some_and(crate::common::js::truthy)
 }
 
 /// `a || b` where `a` is a property read: the value itself when truthy.
@@ -191,21 +185,7 @@ fn number_to_js_string(n: &Number) -> String {
     }
 }
 
-/// A computed JS number as a JSON value: integral values become JSON
-/// integers (JS prints `3`, serde_json would print `3.0` for an f64), NaN
-/// and ±Infinity become `null` as `JSON.stringify` does.
-pub(crate) fn js_number(f: f64) -> Value {
-    if !f.is_finite() {
-        return Value::Null;
-    }
-    // 2^53: beyond it JS itself cannot tell integers apart; keep f64 there.
-    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-        return Value::from(f as i64);
-    }
-    Number::from_f64(f)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
-}
+pub(crate) use crate::common::js::js_number;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::js;
-use crate::transport::Packet;
+use crate::common::Packet;
 
 /// Profiles larger than this are not sent (JS had no limit and would build
 /// a string of any size); the file is still deleted.

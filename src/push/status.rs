@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 pub use super::host::{internal_ip, HostIdentity, HostStats};
 use super::js;
-use crate::transport::Packet;
+use crate::common::Packet;
 
 /// Everything `build_status` needs besides the process list.
 #[derive(Debug, Clone)]

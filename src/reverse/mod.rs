@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::common::Packet;
 use crate::push::js;
 use crate::push::streaming::{LogStreaming, LOG_STREAMING_DURATION};
-use crate::transport::Packet;
 
 mod pm2;
 

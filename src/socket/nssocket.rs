@@ -21,6 +21,10 @@ pub struct NsReader<R> {
     inner: R,
     buf: BytesMut,
     framer: LineFramer,
+    /// A well-formed message arrived: from then on malformed lines are
+    /// skipped like the JS receiver does. Before it, bytes that cannot
+    /// start a JSON line mean the peer speaks another protocol.
+    trusted: bool,
 }
 
 impl<R: AsyncRead + Unpin> NsReader<R> {
@@ -29,16 +33,36 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
             inner,
             buf: BytesMut::with_capacity(4096),
             framer: LineFramer::new(max_line),
+            trusted: false,
         }
     }
 
     /// The next well-formed message; malformed lines are logged and skipped
-    /// (the JS receiver swallows them too). `None` at end of stream.
+    /// (the JS receiver swallows them too). `None` at end of stream. Until
+    /// a first message arrived, bytes that cannot begin an nssocket line
+    /// (an HTTP status line, a TLS alert) are an `InvalidData` error naming
+    /// them.
     pub async fn recv(&mut self) -> std::io::Result<Option<NsMessage>> {
         loop {
+            if !self.trusted {
+                if let Some(&first) = self.buf.iter().find(|b| !b.is_ascii_whitespace()) {
+                    if first != b'[' {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "the peer does not speak nssocket: it sent {}",
+                                crate::protocol::sniff::describe(&self.buf)
+                            ),
+                        ));
+                    }
+                }
+            }
             match self.framer.next_line(&mut self.buf) {
                 Ok(Some(line)) => match nssocket::decode(&line) {
-                    Ok(m) => return Ok(Some(m)),
+                    Ok(m) => {
+                        self.trusted = true;
+                        return Ok(Some(m));
+                    }
                     Err(e) => tracing::warn!(error = %e, "dropping malformed nssocket line"),
                 },
                 Ok(None) => {

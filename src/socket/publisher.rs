@@ -30,6 +30,9 @@ pub enum PubError {
 struct Shared {
     peers: Mutex<Vec<Writer>>,
     dropped: AtomicU64,
+    /// What a peer sent, described: a pm2-axon `sub` never writes, so any
+    /// byte means the endpoint is something else (an HTTP server, TLS…).
+    foreign: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -85,6 +88,57 @@ impl PubSocket {
             task: Arc::new(task.abort_handle()),
             max_pending,
         }
+    }
+
+    /// Connects once to a subscriber, without reconnecting: the connection
+    /// is up until the peer closes it or sends anything (a `sub` never
+    /// does; [`PubSocket::foreign`] then says what it sent). The caller
+    /// decides when to dial again.
+    pub async fn connect_once(
+        endpoint: &Endpoint,
+        max_pending: usize,
+    ) -> std::io::Result<PubSocket> {
+        let stream = endpoint.connect().await?;
+        let shared = Arc::new(Shared::default());
+        let (tx, connected) = watch::channel(true);
+        let (mut r, w) = tokio::io::split(stream);
+        let writer = Writer::spawn(w, max_pending);
+        shared
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(writer.clone());
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            tokio::select! {
+                n = tokio::io::AsyncReadExt::read(&mut r, &mut buf) => {
+                    if let Ok(n @ 1..) = n {
+                        *s.foreign.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(crate::protocol::sniff::describe(&buf[..n]));
+                    }
+                }
+                _ = writer.closed() => {}
+            }
+            s.peers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            writer.abort();
+            let _ = tx.send(false);
+        });
+        Ok(PubSocket {
+            shared,
+            connected,
+            task: Arc::new(task.abort_handle()),
+            max_pending,
+        })
+    }
+
+    /// What the peer sent, if it sent anything (see `connect_once`).
+    pub fn foreign(&self) -> Option<String> {
+        self.shared
+            .foreign
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Binds and accepts any number of subscribers.

@@ -1,170 +1,190 @@
-//! Fan-out over the enabled transporters (the JS `TransporterInterface`,
-//! agent-spec.md §5.1). Inbound packets need no merging here: every
-//! transporter is built with a clone of the same inbound `mpsc::Sender`.
-//! Which transporters exist and how endpoints map to them is decided by the
-//! caller.
+//! The running daemon's transporters, built from a [`Plan`]: one [`Route`]
+//! per configured transporter (each carries every packet, like the JS
+//! `TransporterInterface` fans out), each with its fallback if the plan
+//! gives one. Also what `getInfos` reports about them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use super::{Packet, TransportEndpoint, TransportStats, Transporter};
+use serde_json::{json, Value};
 
+use super::plan::{FallbackPlan, Plan};
+use super::route::{Role, Route};
+use super::{TransportEndpoint, TransportStats, Transporter};
+use crate::common::Packet;
+use crate::config::transporters::Kind;
+
+/// Builds a transporter of `kind` joining `route` (the daemon knows the
+/// options); `None` when it cannot (logged by the factory).
+pub type Factory<'a> = &'a dyn Fn(Kind, Arc<Route>, Role) -> Option<Arc<dyn Transporter>>;
+
+struct HubRoute {
+    route: Arc<Route>,
+    kind: Kind,
+    configured: Arc<dyn Transporter>,
+    fallback: Option<Arc<dyn Transporter>>,
+}
+
+#[derive(Default)]
 pub struct Hub {
-    transporters: Vec<Arc<dyn Transporter>>,
+    routes: Vec<HubRoute>,
 }
 
 impl Hub {
-    pub fn new(transporters: Vec<Arc<dyn Transporter>>) -> Self {
-        Hub { transporters }
+    /// The transporters `plan` needs, not connected yet (see [`Hub::apply`]).
+    pub fn build(plan: &Plan, factory: Factory<'_>, offline_cap: usize) -> Hub {
+        let mut routes = Vec::new();
+        for r in &plan.routes {
+            let route = Arc::new(Route::new(offline_cap, super::route::LIVE_QUEUE_SIZE));
+            let Some(configured) = factory(r.kind, route.clone(), Role::Configured) else {
+                continue;
+            };
+            let fallback = match r.fallback {
+                FallbackPlan::WebSocket(_) => {
+                    factory(Kind::WebSocket, route.clone(), Role::Fallback)
+                }
+                _ => None,
+            };
+            routes.push(HubRoute {
+                route,
+                kind: r.kind,
+                configured,
+                fallback,
+            });
+        }
+        Hub { routes }
     }
 
-    pub fn transporters(&self) -> &[Arc<dyn Transporter>] {
-        &self.transporters
+    /// Per route: (configured kind, has a fallback), to compare with
+    /// [`Plan::shape`].
+    pub fn shape(&self) -> Vec<(Kind, bool)> {
+        self.routes
+            .iter()
+            .map(|r| (r.kind, r.fallback.is_some()))
+            .collect()
     }
 
-    /// Hands `packet` to every transporter (each applies its own offline
-    /// rules); never blocks.
-    pub fn send(&self, packet: Packet) {
-        if let Some((last, rest)) = self.transporters.split_last() {
-            for t in rest {
-                t.send(packet.clone());
+    /// Points the transporters at the plan's endpoints (a plan of the same
+    /// shape as the one the hub was built from). Unchanged endpoints are a
+    /// no-op: never a second socket.
+    pub fn apply(&self, plan: &Plan) {
+        for (r, p) in self.routes.iter().zip(&plan.routes) {
+            r.configured.connect(p.endpoint.clone());
+            match (&p.fallback, &r.fallback) {
+                (FallbackPlan::WebSocket(endpoint), Some(fb)) => {
+                    let weak: Weak<dyn Transporter> = Arc::downgrade(fb);
+                    let to = endpoint.clone();
+                    r.route.set_fallback(
+                        describe(endpoint),
+                        Arc::new(move |on| {
+                            if let Some(fb) = weak.upgrade() {
+                                if on {
+                                    fb.connect(to.clone());
+                                } else {
+                                    fb.disconnect();
+                                }
+                            }
+                        }),
+                    );
+                }
+                (FallbackPlan::Forbidden(why), _) => r.route.forbid_fallback(why.clone()),
+                _ => {}
             }
-            last.send(packet);
         }
     }
 
-    /// Connects each transporter to the endpoint `endpoint_for` gives for it
-    /// (by name); `None` leaves that transporter alone. Transporters treat
-    /// an unchanged endpoint as a no-op, so calling this after every
-    /// re-verification is cheap and never opens a second socket.
-    pub fn connect(&self, endpoint_for: impl Fn(&dyn Transporter) -> Option<TransportEndpoint>) {
-        for t in &self.transporters {
-            match endpoint_for(t.as_ref()) {
-                Some(endpoint) => t.connect(endpoint),
-                None => tracing::debug!(
-                    transporter = t.name(),
-                    "no endpoint for transporter, not connecting"
-                ),
+    /// Hands `packet` to every route; never blocks.
+    pub fn send(&self, packet: Packet) {
+        if let Some((last, rest)) = self.routes.split_last() {
+            for r in rest {
+                r.route.push(packet.clone());
             }
+            last.route.push(packet);
         }
     }
 
     pub fn disconnect(&self) {
-        for t in &self.transporters {
-            t.disconnect();
+        for r in &self.routes {
+            r.route.forbid_fallback("the agent is disconnecting".into());
+            r.configured.disconnect();
+            if let Some(fb) = &r.fallback {
+                fb.disconnect();
+            }
         }
     }
 
-    /// True when at least one transporter is connected.
-    pub fn is_connected(&self) -> bool {
-        self.transporters.iter().any(|t| t.is_connected())
+    fn all(&self) -> impl Iterator<Item = &Arc<dyn Transporter>> {
+        self.routes
+            .iter()
+            .flat_map(|r| std::iter::once(&r.configured).chain(r.fallback.as_ref()))
     }
 
-    /// Names of the connected transporters (`getInfos.transporters`).
+    /// True when every route has a proven transporter carrying it.
+    pub fn is_connected(&self) -> bool {
+        !self.routes.is_empty() && self.routes.iter().all(|r| r.route.is_carried())
+    }
+
+    /// Names of the transporters carrying traffic (`getInfos.transporters`).
     pub fn active_transporters(&self) -> Vec<&'static str> {
-        self.transporters
+        self.routes
             .iter()
-            .filter(|t| t.is_connected())
-            .map(|t| t.name())
+            .filter_map(|r| r.route.carrier_name())
             .collect()
     }
 
-    /// Counters summed over all transporters.
+    /// The most recent problem of a transporter that is not proven.
+    pub fn last_error(&self) -> Option<String> {
+        self.all()
+            .filter(|t| !t.is_connected())
+            .find_map(|t| t.last_error())
+    }
+
+    /// Counters summed over all transporters and routes.
     pub fn stats(&self) -> TransportStats {
-        self.transporters
+        let mut s = TransportStats::default();
+        for r in &self.routes {
+            let drops = r.route.drops();
+            s.queued += r.route.queued() as u64;
+            s.dropped += drops.queue_full + drops.superseded;
+            for m in r.route.members() {
+                s.sent += m.sent;
+                s.dropped += m.dropped;
+                s.inbound_dropped += m.inbound_dropped;
+                s.connects += m.connects;
+            }
+        }
+        s
+    }
+
+    /// Every transporter's state for `getInfos.transport`.
+    pub fn infos(&self) -> Value {
+        let routes: Vec<Value> = self
+            .routes
             .iter()
-            .map(|t| t.stats())
-            .fold(TransportStats::default(), |a, b| TransportStats {
-                sent: a.sent + b.sent,
-                queued: a.queued + b.queued,
-                dropped: a.dropped + b.dropped,
-                inbound_dropped: a.inbound_dropped + b.inbound_dropped,
-                connects: a.connects + b.connects,
+            .map(|r| {
+                let drops = r.route.drops();
+                json!({
+                    "carrier": r.route.carrier_name(),
+                    "queued": r.route.queued(),
+                    "dropped": {
+                        "queue_full": drops.queue_full,
+                        "superseded": drops.superseded,
+                    },
+                    "transporters": r.route.members().iter().map(|m| m.to_json()).collect::<Vec<_>>(),
+                })
             })
+            .collect();
+        json!({ "routes": routes })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
-
-    /// Records calls; "connected" once connect() was called.
-    struct Fake {
-        name: &'static str,
-        connected: AtomicBool,
-        sent: Mutex<Vec<Packet>>,
-        endpoints: Mutex<Vec<TransportEndpoint>>,
-    }
-
-    impl Fake {
-        fn new(name: &'static str) -> Arc<Fake> {
-            Arc::new(Fake {
-                name,
-                connected: AtomicBool::new(false),
-                sent: Mutex::default(),
-                endpoints: Mutex::default(),
-            })
-        }
-    }
-
-    impl Transporter for Fake {
-        fn name(&self) -> &'static str {
-            self.name
-        }
-        fn connect(&self, endpoint: TransportEndpoint) {
-            self.endpoints.lock().unwrap().push(endpoint);
-            self.connected.store(true, Ordering::Relaxed);
-        }
-        fn disconnect(&self) {
-            self.connected.store(false, Ordering::Relaxed);
-        }
-        fn send(&self, packet: Packet) {
-            self.sent.lock().unwrap().push(packet);
-        }
-        fn is_connected(&self) -> bool {
-            self.connected.load(Ordering::Relaxed)
-        }
-        fn last_error(&self) -> Option<String> {
-            None
-        }
-    }
-
-    #[test]
-    fn fans_out_and_reports() {
-        let ws = Fake::new("WebsocketTransport");
-        let axon = Fake::new("AxonTransport");
-        let hub = Hub::new(vec![ws.clone(), axon.clone()]);
-        assert!(!hub.is_connected());
-        assert!(hub.active_transporters().is_empty());
-
-        hub.send(Packet::new("logs", json!({"data": "x"})));
-        assert_eq!(ws.sent.lock().unwrap().len(), 1);
-        assert_eq!(
-            axon.sent.lock().unwrap()[0],
-            Packet::new("logs", json!({"data": "x"}))
-        );
-
-        hub.connect(|t| {
-            (t.name() == "WebsocketTransport")
-                .then(|| TransportEndpoint::Single("ws://127.0.0.1:1".into()))
-        });
-        assert_eq!(
-            *ws.endpoints.lock().unwrap(),
-            [TransportEndpoint::Single("ws://127.0.0.1:1".into())]
-        );
-        assert!(axon.endpoints.lock().unwrap().is_empty());
-        assert!(hub.is_connected());
-        assert_eq!(hub.active_transporters(), ["WebsocketTransport"]);
-
-        hub.disconnect();
-        assert!(!hub.is_connected());
-        assert_eq!(hub.stats(), TransportStats::default());
-
-        // No transporter at all: nothing to do, nothing breaks.
-        let empty = Hub::new(Vec::new());
-        empty.send(Packet::new("logs", json!(1)));
-        assert!(!empty.is_connected());
+/// A resolved endpoint as one string (the Axon pair as `push=… pull=…`).
+pub fn describe(e: &TransportEndpoint) -> String {
+    match e {
+        TransportEndpoint::Single(s) => s.clone(),
+        TransportEndpoint::Named(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }

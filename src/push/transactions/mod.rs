@@ -65,7 +65,7 @@ use serde_json::{Map, Value};
 
 use super::context::StackContext;
 use super::js;
-use crate::transport::Packet;
+use crate::common::Packet;
 
 pub use histogram::{Histogram, Mulberry32, RandomSource, RESERVOIR_SIZE};
 pub use meter::Meter;

@@ -5,25 +5,16 @@
 //! short "nothing happened" windows.
 
 use super::*;
+use crate::protocol::amp::Arg;
 use crate::socket::connection::AmpReader;
+use crate::transport::test_support::{fast_link, identity as id, wait_until, within, LIMIT};
+use crate::transport::Transporter;
 use std::collections::BTreeMap;
-use std::future::Future;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-const LIMIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "secret-key-123";
-
-fn identity() -> Identity {
-    Identity {
-        public_key: "pub".into(),
-        secret_key: SECRET.into(),
-        machine_name: "m1".into(),
-        pm2_version: "5.0.0".into(),
-        agent_version: "1.0.8".into(),
-    }
-}
 
 /// The metadata of the captured handshake (protocols.md §4), upper-case
 /// like `DaemonConfig::system_metadata`.
@@ -44,28 +35,14 @@ fn opts() -> AxonOptions {
     AxonOptions {
         system_metadata: metadata(),
         status_interval: Duration::from_millis(50),
-        connect_timeout: Duration::from_secs(3),
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(100),
+        link: fast_link(),
         ..AxonOptions::default()
     }
 }
 
 fn transport(o: AxonOptions) -> (AxonTransport, mpsc::Receiver<Packet>) {
     let (tx, rx) = mpsc::channel(64);
-    (AxonTransport::new(identity(), o, tx).unwrap(), rx)
-}
-
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, f).await.expect("timed out")
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    (AxonTransport::new(id(SECRET), o, tx).unwrap(), rx)
 }
 
 fn cipher() -> Cipher {
@@ -104,14 +81,16 @@ impl Backend {
     async fn accept(&self) -> (Sub, Ns) {
         let (push, pull) =
             within(async { tokio::join!(self.push.accept(), self.pull.accept()) }).await;
-        let (r, w) = pull.unwrap().0.into_split();
-        (
-            Sub(AmpReader::new(push.unwrap().0, 256 << 20)),
-            Ns {
-                lines: BufReader::new(r),
-                w,
-            },
-        )
+        let (r, mut w) = pull.unwrap().0.into_split();
+        // A PM2.io reverse server asks every new connection to authenticate.
+        w.write_all(b"[\"ask\",null]\n").await.unwrap();
+        let mut ns = Ns {
+            lines: BufReader::new(r),
+            w,
+        };
+        let rep = ns.line().await.unwrap();
+        assert!(rep.starts_with(r#"["ask:rep""#), "{rep}");
+        (Sub(AmpReader::new(push.unwrap().0, 256 << 20)), ns)
     }
 }
 
@@ -206,8 +185,8 @@ async fn connected(backend: &Backend, t: &AxonTransport) -> (Sub, Ns) {
 fn needs_a_runtime() {
     let (tx, _rx) = mpsc::channel(1);
     assert_eq!(
-        AxonTransport::new(identity(), opts(), tx).err(),
-        Some(AxonError::NoRuntime)
+        AxonTransport::new(id(SECRET), opts(), tx).err(),
+        Some(AxonError::NoRuntime(NoRuntime))
     );
 }
 
@@ -420,7 +399,7 @@ async fn commands_are_deciphered_and_junk_dropped() {
 async fn a_full_inbound_channel_drops_and_counts() {
     let backend = Backend::start().await;
     let (tx, mut rx) = mpsc::channel(1);
-    let t = AxonTransport::new(identity(), opts(), tx).unwrap();
+    let t = AxonTransport::new(id(SECRET), opts(), tx).unwrap();
     let (_sub, mut ns) = connected(&backend, &t).await;
     for i in 0..3 {
         ns.command("trigger:action", &json!({ "i": i })).await;
@@ -498,7 +477,7 @@ async fn offline_queue_is_capped_and_flushed_on_connect() {
         "trigger:pm2:result",
         json!({"ret": {"err": null}}),
     ));
-    // Never queued: live-only data and profiles.
+    // Never queued: live-only data. Profiles are kept like any event.
     t.send(status());
     t.send(Packet::new("monitoring", json!({"x": 1})));
     t.send(Packet::new(
@@ -507,7 +486,8 @@ async fn offline_queue_is_capped_and_flushed_on_connect() {
     ));
     // Falsy payloads are not even counted (JS drops them before anything).
     t.send(Packet::new("logs", Value::Null));
-    wait_until("queue settled", || t.stats().dropped == 4 + 3).await;
+    // 10 kept-worthy packets for 5 places, and 2 superseded.
+    wait_until("queue settled", || t.stats().dropped == 5 + 2).await;
     assert_eq!(t.stats().queued, 5);
 
     let (mut sub, mut ns) = connected(&backend, &t).await;
@@ -516,12 +496,11 @@ async fn offline_queue_is_capped_and_flushed_on_connect() {
         ns.line().await.unwrap(),
         r#"["trigger:pm2:result",{"ret":{"err":null}}]"#
     );
+    // The profile at once, as its own frame.
+    assert_eq!(sub.frame().await.len(), 2);
     t.send(status());
     let (_, b) = sub.push_frame().await;
-    assert_eq!(
-        b["process:event"],
-        json!([{"i": 4}, {"i": 5}, {"i": 6}, {"i": 7}])
-    );
+    assert_eq!(b["process:event"], json!([{"i": 5}, {"i": 6}, {"i": 7}]));
     assert_eq!(t.stats().queued, 0);
 }
 
@@ -537,10 +516,7 @@ async fn per_tick_buffer_is_capped() {
     for i in 0..15 {
         t.send(ev(i));
     }
-    wait_until("buffer capped", || {
-        t.stats().queued == 10 && t.stats().dropped == 5
-    })
-    .await;
+    wait_until("buffer capped", || t.stats().dropped == 5).await;
     t.send(status());
     let (_, b) = sub.push_frame().await;
     let got: Vec<u64> = b["process:event"]
@@ -624,7 +600,13 @@ async fn reverse_channel_closing_reconnects_both_sockets() {
     assert!(sub1.closed().await, "the old push socket is closed too");
     assert_eq!(
         t.last_error().as_deref(),
-        Some("reverse connection closed by the server")
+        Some(
+            format!(
+                "reverse tcp://{}: connection closed by the server",
+                backend.pull.local_addr().unwrap()
+            )
+            .as_str()
+        )
     );
     wait_until("reconnected", || t.is_connected()).await;
     assert_eq!(t.stats().connects, 2);
@@ -649,7 +631,7 @@ async fn unreachable_backend_retries_with_backoff() {
     assert!(
         t.last_error()
             .unwrap()
-            .starts_with(&format!("reverse connection to tcp://{pull_addr} failed")),
+            .starts_with(&format!("reverse tcp://{pull_addr}: ")),
         "{:?}",
         t.last_error()
     );

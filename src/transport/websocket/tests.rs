@@ -3,26 +3,21 @@
 //! generous upper bounds (`LIMIT`) and short "nothing happened" windows.
 
 use super::*;
+use crate::transport::test_support::{fast_link, free_port, identity as id, wait_until, within};
+use crate::transport::Transporter;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use std::future::Future;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderMap;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
 
 type ServerWs = WebSocketStream<TcpStream>;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-fn identity() -> Identity {
-    Identity {
-        public_key: "pub".into(),
-        secret_key: "sec".into(),
-        machine_name: "m1".into(),
-        pm2_version: "5.3.0".into(),
-        agent_version: "1.0.8".into(),
-    }
-}
 
 /// Fast reconnects, no background pings unless a test asks for them.
 fn opts() -> WebSocketOptions {
@@ -31,43 +26,20 @@ fn opts() -> WebSocketOptions {
         dead_after: Duration::from_secs(120),
         handshake_timeout: Duration::from_secs(5),
         close_timeout: Duration::from_secs(2),
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(100),
+        link: fast_link(),
         ..WebSocketOptions::default()
     }
 }
 
 fn transport(o: WebSocketOptions) -> (WebSocketTransport, mpsc::Receiver<Packet>) {
     let (tx, rx) = mpsc::channel(64);
-    (WebSocketTransport::new(identity(), o, tx).unwrap(), rx)
-}
-
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, f).await.expect("timed out")
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    (WebSocketTransport::new(id("sec"), o, tx).unwrap(), rx)
 }
 
 async fn listen() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/interaction", l.local_addr().unwrap());
     (l, url)
-}
-
-/// A port with nothing listening (yet).
-async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn accept(l: &TcpListener) -> (ServerWs, HeaderMap) {
@@ -142,10 +114,10 @@ fn urls() {
 #[test]
 fn request_rejects_header_injection() {
     let url = parse_ws_url("ws://h/").unwrap();
-    let mut id = identity();
+    let mut id = id("sec");
     id.machine_name = "m1\r\nX-Evil: 1".into();
     assert_eq!(
-        upgrade_request(&url, &id, "k"),
+        handshake::upgrade_request(&url, &id, "k"),
         Err(WsError::HeaderValue("X-KM-SERVER"))
     );
 }
@@ -154,8 +126,8 @@ fn request_rejects_header_injection() {
 fn needs_a_runtime() {
     let (tx, _rx) = mpsc::channel(1);
     assert_eq!(
-        WebSocketTransport::new(identity(), opts(), tx).err(),
-        Some(WsError::NoRuntime)
+        WebSocketTransport::new(id("sec"), opts(), tx).err(),
+        Some(WsError::NoRuntime(NoRuntime))
     );
 }
 
@@ -210,7 +182,7 @@ async fn handshake_bytes_and_http_error() {
          X-KM-PUBLIC: pub\r\n\
          X-KM-SECRET: sec\r\n\
          X-KM-SERVER: m1\r\n\
-         X-PM2-VERSION: 5.3.0\r\n\
+         X-PM2-VERSION: 5.0.0\r\n\
          X-PROTOCOL-VERSION: 1\r\n\
          User-Agent: PM2 Agent v1.0.8\r\n\
          Host: {addr}\r\n\
@@ -263,7 +235,7 @@ async fn headers_and_every_status_arrives() {
         ("X-KM-PUBLIC", "pub"),
         ("X-KM-SECRET", "sec"),
         ("X-KM-SERVER", "m1"),
-        ("X-PM2-VERSION", "5.3.0"),
+        ("X-PM2-VERSION", "5.0.0"),
         ("X-PROTOCOL-VERSION", "1"),
         ("User-Agent", "PM2 Agent v1.0.8"),
     ] {
@@ -704,7 +676,7 @@ async fn inbound_packets_delivered_garbage_ignored() {
 async fn full_inbound_channel_drops_without_blocking() {
     let (l, url) = listen().await;
     let (tx, mut rx) = mpsc::channel(1);
-    let t = WebSocketTransport::new(identity(), opts(), tx).unwrap();
+    let t = WebSocketTransport::new(id("sec"), opts(), tx).unwrap();
     t.connect(single(&url));
     let (mut ws, _) = accept(&l).await;
     for i in 0..50 {
@@ -726,19 +698,19 @@ async fn full_inbound_channel_drops_without_blocking() {
     assert!(rx.try_recv().is_err());
 }
 
-/// `send` never waits: with the actor not running (current-thread runtime,
-/// no await yet) a full send buffer drops and counts.
+/// `send` never waits: with nothing carrying, the route keeps the newest
+/// `queue_size` packets and counts the rest.
 #[tokio::test]
-async fn full_send_buffer_drops_without_blocking() {
+async fn full_queue_drops_the_oldest_without_blocking() {
     let (t, _rx) = transport(WebSocketOptions {
-        send_buffer: 2,
+        queue_size: 2,
         ..opts()
     });
     for i in 0..5 {
         t.send(ev(i));
     }
     assert_eq!(t.stats().dropped, 3);
-    wait_until("queued", || t.stats().queued == 2).await;
+    assert_eq!(t.stats().queued, 2);
 }
 
 #[tokio::test]
@@ -746,11 +718,14 @@ async fn zero_options_do_not_panic() {
     let (l, url) = listen().await;
     let o = WebSocketOptions {
         queue_size: 0,
-        send_buffer: 0,
         ping_interval: Duration::ZERO,
         dead_after: Duration::from_secs(5),
-        backoff_initial: Duration::ZERO,
-        backoff_max: Duration::ZERO,
+        link: crate::transport::link::LinkOptions {
+            proof_timeout: Duration::ZERO,
+            backoff_initial: Duration::ZERO,
+            backoff_max: Duration::ZERO,
+            stable_after: Duration::ZERO,
+        },
         ..opts()
     };
     let (t, _rx) = transport(o);

@@ -1,6 +1,6 @@
-//! Which transporters run and where they connect: `config.json` at the
-//! package root, then `AGENT_*` environment variables, then the endpoints
-//! of the verifyPM2 answer (the seed README's rules).
+//! Transporter settings: `config.json` at the package root, then the
+//! `AGENT_*` environment variables (the rules of the README). How they
+//! apply to the endpoints of a verifyPM2 answer is `crate::transport::plan`.
 //!
 //! `endpoints` in `config.json` is a string or an object of strings; each
 //! string names an endpoint of the verifyPM2 answer and is replaced by its
@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde_json::Value;
-
-use super::{Endpoints, TransportEndpoint};
 
 /// The two transporters, by their `config.json` keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +39,10 @@ pub struct TransporterSettings {
     pub kind: Kind,
     pub enabled: bool,
     pub endpoints: EndpointSpec,
+    /// `enabled` was set by the user's environment (`AGENT_TRANSPORT_*`),
+    /// not by the shipped defaults: an explicit `false` forbids using this
+    /// transporter as a fallback.
+    pub explicit: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -67,6 +69,7 @@ pub fn defaults() -> Vec<TransporterSettings> {
         TransporterSettings {
             kind: Kind::Axon,
             enabled: true,
+            explicit: false,
             endpoints: EndpointSpec::Named(BTreeMap::from([
                 ("push".into(), "push".into()),
                 ("pull".into(), "reverse".into()),
@@ -75,6 +78,7 @@ pub fn defaults() -> Vec<TransporterSettings> {
         TransporterSettings {
             kind: Kind::WebSocket,
             enabled: false,
+            explicit: false,
             endpoints: EndpointSpec::Single("ws".into()),
         },
     ]
@@ -173,8 +177,14 @@ pub fn apply_env(settings: &mut [TransporterSettings], env: &HashMap<String, Str
             Kind::WebSocket => "AGENT_TRANSPORT_WEBSOCKET",
         };
         match get(var) {
-            Some("true") | Some("1") => s.enabled = true,
-            Some("false") | Some("0") => s.enabled = false,
+            Some("true") | Some("1") => {
+                s.enabled = true;
+                s.explicit = true;
+            }
+            Some("false") | Some("0") => {
+                s.enabled = false;
+                s.explicit = true;
+            }
             Some(other) => tracing::warn!("{var}={other:?} is neither 'true' nor 'false'; ignored"),
             None => {}
         }
@@ -206,206 +216,9 @@ pub fn apply_env(settings: &mut [TransporterSettings], env: &HashMap<String, Str
     }
 }
 
-/// `endpoints[s] || s`, for a string or each value of an object.
-pub fn resolve(spec: &EndpointSpec, endpoints: &Endpoints) -> TransportEndpoint {
-    let one = |s: &String| endpoints.get(s).cloned().unwrap_or_else(|| s.clone());
-    match spec {
-        EndpointSpec::Single(s) => TransportEndpoint::Single(one(s)),
-        EndpointSpec::Named(m) => {
-            TransportEndpoint::Named(m.iter().map(|(k, v)| (k.clone(), one(v))).collect())
-        }
-    }
-}
-
-/// Whether a resolved endpoint points anywhere usable: every value was
-/// either found among the endpoints or looks like an address itself.
-pub fn usable(spec: &EndpointSpec, endpoints: &Endpoints) -> bool {
-    let ok = |s: &String| endpoints.contains_key(s) || s.contains("://") || s.contains(':');
-    match spec {
-        EndpointSpec::Single(s) => ok(s),
-        EndpointSpec::Named(m) => !m.is_empty() && m.values().all(ok),
-    }
-}
-
-/// The transporters to run for these endpoints. When none of the enabled
-/// ones has a usable endpoint but the backend offers `ws`, WebSocket is used
-/// (today's PM2.io only advertises `ws`); the reason is returned for the log.
-pub fn select(
-    settings: &[TransporterSettings],
-    endpoints: &Endpoints,
-) -> (Vec<(Kind, TransportEndpoint)>, Option<String>) {
-    let chosen: Vec<_> = settings
-        .iter()
-        .filter(|s| s.enabled && usable(&s.endpoints, endpoints))
-        .map(|s| (s.kind, resolve(&s.endpoints, endpoints)))
-        .collect();
-    if !chosen.is_empty() {
-        return (chosen, None);
-    }
-    if let Some(ws) = endpoints.get("ws") {
-        let enabled: Vec<_> = settings
-            .iter()
-            .filter(|s| s.enabled)
-            .map(|s| s.kind.key())
-            .collect();
-        let why = format!(
-            "no endpoint for the enabled transporters ({}); PM2.io offers a WebSocket endpoint, using it",
-            if enabled.is_empty() { "none enabled".to_owned() } else { enabled.join(", ") }
-        );
-        return (
-            vec![(Kind::WebSocket, TransportEndpoint::Single(ws.clone()))],
-            Some(why),
-        );
-    }
-    (
-        vec![],
-        Some("no usable endpoint for any transporter".into()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn eps(pairs: &[(&str, &str)]) -> Endpoints {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_use_axon_with_push_and_reverse() {
-        let s = load(None, &env(&[])).unwrap();
-        let (chosen, why) = select(
-            &s,
-            &eps(&[
-                ("push", "tcp://p:1"),
-                ("reverse", "tcp://r:2"),
-                ("ws", "ws://w"),
-            ]),
-        );
-        assert_eq!(why, None);
-        assert_eq!(
-            chosen,
-            vec![(
-                Kind::Axon,
-                TransportEndpoint::Named(BTreeMap::from([
-                    ("pull".into(), "tcp://r:2".into()),
-                    ("push".into(), "tcp://p:1".into())
-                ]))
-            )]
-        );
-    }
-
-    #[test]
-    fn ws_fallback_when_only_ws_is_offered() {
-        let s = load(None, &env(&[])).unwrap();
-        let (chosen, why) = select(&s, &eps(&[("ws", "ws://w"), ("web", "http://x")]));
-        assert_eq!(
-            chosen,
-            vec![(Kind::WebSocket, TransportEndpoint::Single("ws://w".into()))]
-        );
-        assert!(why.unwrap().contains("axon"));
-    }
-
-    #[test]
-    fn env_overrides() {
-        let s = load(
-            None,
-            &env(&[
-                ("AGENT_TRANSPORT_WEBSOCKET", "true"),
-                ("AGENT_TRANSPORT_AXON", "false"),
-                ("AGENT_WEBSOCKET_ENDPOINT", "ws://literal:1"),
-            ]),
-        )
-        .unwrap();
-        let (chosen, _) = select(&s, &eps(&[("ws", "ws://w")]));
-        assert_eq!(
-            chosen,
-            vec![(
-                Kind::WebSocket,
-                TransportEndpoint::Single("ws://literal:1".into())
-            )]
-        );
-        let s = load(
-            None,
-            &env(&[
-                ("AGENT_PUSH_ENDPOINT", "tcp://127.0.0.1:5"),
-                ("AGENT_REVERSE_ENDPOINT", "ws"),
-            ]),
-        )
-        .unwrap();
-        let (chosen, _) = select(&s, &eps(&[("ws", "tcp://127.0.0.1:6")]));
-        assert_eq!(
-            chosen,
-            vec![(
-                Kind::Axon,
-                TransportEndpoint::Named(BTreeMap::from([
-                    ("pull".into(), "tcp://127.0.0.1:6".into()),
-                    ("push".into(), "tcp://127.0.0.1:5".into())
-                ]))
-            )]
-        );
-    }
-
-    #[test]
-    fn both_enabled() {
-        let s = load(None, &env(&[("AGENT_TRANSPORT_WEBSOCKET", "true")])).unwrap();
-        let (chosen, _) = select(
-            &s,
-            &eps(&[
-                ("push", "tcp://p:1"),
-                ("reverse", "tcp://r:2"),
-                ("ws", "ws://w"),
-            ]),
-        );
-        assert_eq!(
-            chosen.iter().map(|c| c.0).collect::<Vec<_>>(),
-            vec![Kind::Axon, Kind::WebSocket]
-        );
-    }
-
-    #[test]
-    fn config_file_string_and_object_endpoints() {
-        let mut s = defaults();
-        apply_file(
-            &mut s,
-            r#"{"websocket":{"enabled":true,"endpoints":"web"},"axon":{"enabled":false}}"#,
-            "config.json",
-        )
-        .unwrap();
-        assert_eq!(
-            select(&s, &eps(&[("web", "ws://via-web")])).0,
-            vec![(
-                Kind::WebSocket,
-                TransportEndpoint::Single("ws://via-web".into())
-            )]
-        );
-        let mut s = defaults();
-        apply_file(
-            &mut s,
-            r#"{"axon":{"endpoints":{"push":"tcp://raw:1","pull":"reverse"}}}"#,
-            "config.json",
-        )
-        .unwrap();
-        assert_eq!(
-            select(&s, &eps(&[("reverse", "tcp://r:2")])).0,
-            vec![(
-                Kind::Axon,
-                TransportEndpoint::Named(BTreeMap::from([
-                    ("pull".into(), "tcp://r:2".into()),
-                    ("push".into(), "tcp://raw:1".into())
-                ]))
-            )]
-        );
-    }
 
     #[test]
     fn malformed_config_is_a_clear_error() {

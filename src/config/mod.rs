@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::transport::config::{self as transport_config, ConfigFileError, TransporterSettings};
-use crate::transport::Identity;
+pub mod transporters;
+
+use crate::common::Identity;
+use transporters::{ConfigFileError, TransporterSettings};
 
 /// Files and sockets under `PM2_HOME`.
 #[derive(Debug, Clone)]
@@ -101,6 +103,9 @@ pub struct DaemonConfig {
     pub dump_interval: Duration,
     /// How often verifyPM2 is asked again (`PM2_AGENT_REVERIFY_INTERVAL`, ms).
     pub reverify_interval: Duration,
+    /// How long a transporter may take to connect and prove its peer
+    /// (`PM2_AGENT_PROOF_TIMEOUT`, ms; default 10 s).
+    pub proof_timeout: Duration,
     /// Transporters from `config.json` and `AGENT_*` variables.
     pub transporters: Vec<TransporterSettings>,
     /// The whole environment (DEBUG, proxies, …).
@@ -184,7 +189,7 @@ impl DaemonConfig {
             Some(v) => v != "false" && v != "0",
             None => true,
         };
-        let transporters = transport_config::load(host.config_file.as_deref(), &env)?;
+        let transporters = transporters::load(host.config_file.as_deref(), &env)?;
         Ok(DaemonConfig {
             transporters,
             identity: Identity {
@@ -233,6 +238,9 @@ impl DaemonConfig {
             reverify_interval: Duration::from_millis(
                 number("PM2_AGENT_REVERIFY_INTERVAL", 60_000)?.max(500),
             ),
+            proof_timeout: Duration::from_millis(
+                number("PM2_AGENT_PROOF_TIMEOUT", 10_000)?.max(100),
+            ),
             env,
         })
     }
@@ -267,16 +275,7 @@ impl DaemonConfig {
     }
 }
 
-/// A number as JS would print it: integers without `.0`.
-pub fn js_number(n: f64) -> Value {
-    if n.is_finite() && n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
-        Value::from(n as i64)
-    } else {
-        serde_json::Number::from_f64(n)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
-    }
-}
+pub use crate::common::js::js_number;
 
 fn home_dir() -> PathBuf {
     std::env::var_os("HOME")

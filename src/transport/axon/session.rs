@@ -1,0 +1,371 @@
+//! A proven Axon connection: the push ticks, the reverse channel's
+//! commands, and the packets it carries.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::io::ReadHalf;
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tracing::{debug, trace, warn};
+
+use super::frame::{build_buffer, is_trigger};
+use super::{Setup, Target};
+use crate::common::js::is_falsy;
+use crate::common::Packet;
+use crate::protocol::amp::Arg;
+use crate::protocol::nssocket::NsMessage;
+use crate::socket::connection::WriteError;
+use crate::socket::endpoint::{Endpoint, Stream};
+use crate::socket::nssocket::{NsReader, NsSender};
+use crate::socket::publisher::{PubError, PubSocket};
+use crate::transport::link::{Io, Session};
+
+/// Closes the pub socket when dropped.
+pub(crate) struct PubGuard(pub PubSocket);
+
+impl Drop for PubGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Both sockets of one connection.
+pub(crate) struct Conn {
+    pub push: PubGuard,
+    pub reader: NsReader<ReadHalf<Stream>>,
+    pub sender: NsSender,
+}
+
+impl Conn {
+    pub fn send_ask_rep(&self, ask_rep: &Value) -> Result<(), String> {
+        debug!("Axon: authenticating on the reverse channel (ask:rep)");
+        match self.sender.send("ask:rep", Some(ask_rep)) {
+            Ok(()) => Ok(()),
+            Err(WriteError::Full(pending)) => {
+                warn!(
+                    pending,
+                    "Axon reverse channel backlog full, ask:rep dropped"
+                );
+                Ok(())
+            }
+            Err(WriteError::Closed) => Err("connection closed".into()),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Not a graceful close: a reverse server that stopped reading
+        // would otherwise keep the writer (and the socket) alive.
+        self.sender.abort();
+    }
+}
+
+/// Why the push socket went down, for `last_error`.
+pub(crate) fn push_failure(push: &PubSocket, endpoint: &Endpoint) -> String {
+    match push.foreign() {
+        Some(what) => format!("push {endpoint}: the peer is not a pm2-axon sub: it sent {what}"),
+        None => format!("push {endpoint}: connection closed by the peer"),
+    }
+}
+
+pub enum AxonEvent {
+    Reverse(std::io::Result<Option<NsMessage>>),
+    PushDown,
+    Tick,
+}
+
+pub struct AxonSession {
+    setup: Arc<Setup>,
+    target: Target,
+    conn: Conn,
+    push_up: watch::Receiver<bool>,
+    tick: Interval,
+    /// Commands that came before the `ask`, handled first.
+    early: VecDeque<NsMessage>,
+    /// Packets for the next push frame, in arrival order (the frame groups
+    /// them by channel in first-seen order); at most `buffer_limit`.
+    pending: VecDeque<Packet>,
+    /// The latest `status` payload (with `rev_con`), and when it came.
+    status: Option<(Value, Instant)>,
+    /// Consecutive ticks discarded because the push backlog was too big.
+    overflows: u32,
+}
+
+impl AxonSession {
+    pub(crate) fn new(
+        setup: Arc<Setup>,
+        target: Target,
+        conn: Conn,
+        early: Vec<NsMessage>,
+    ) -> AxonSession {
+        let period = setup.opts.status_interval;
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        // After a slow write, carry on at the normal pace (no burst).
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let push_up = conn.push.0.connection();
+        AxonSession {
+            setup,
+            target,
+            conn,
+            push_up,
+            tick,
+            early: early.into(),
+            pending: VecDeque::new(),
+            status: None,
+            overflows: 0,
+        }
+    }
+
+    /// Takes everything the route has: replies and profiles go at once,
+    /// the rest waits for the next tick in a buffer of at most
+    /// `buffer_limit` packets (the oldest give way, counted).
+    fn pull(&mut self, io: &Io) -> Result<(), String> {
+        let mut packets = io.take(usize::MAX).into_iter();
+        while let Some(p) = packets.next() {
+            if let Err((p, reason)) = self.on_packet(p, io) {
+                // Unsent: back to the route with everything after it.
+                let mut back = vec![p];
+                back.extend(packets);
+                io.give_back(back);
+                return Err(reason);
+            }
+        }
+        let over = self
+            .pending
+            .len()
+            .saturating_sub(self.setup.opts.buffer_limit);
+        if over > 0 {
+            self.pending.drain(..over);
+            let n = io.stats.dropped(over as u64);
+            debug!(
+                dropped = n,
+                "Axon per-tick buffer full, oldest packets dropped"
+            );
+        }
+        Ok(())
+    }
+
+    fn on_packet(&mut self, p: Packet, io: &Io) -> Result<(), (Packet, String)> {
+        match p.channel.as_str() {
+            "status" => {
+                let Value::Object(mut status) = p.payload else {
+                    debug!("Axon: status payload is not an object, ignored");
+                    return Ok(());
+                };
+                status.insert("rev_con".into(), Value::Bool(true));
+                self.status = Some((Value::Object(status), Instant::now()));
+            }
+            // The status carries the monitoring data already (JS ignored it).
+            "monitoring" => trace!("Axon: monitoring packet ignored"),
+            "profiling" => self.send_profile(p, io),
+            c if is_trigger(c) => self.send_trigger(p, io)?,
+            _ => self.pending.push_back(p),
+        }
+        Ok(())
+    }
+
+    /// `trigger:*` replies go on the reverse channel, in clear.
+    fn send_trigger(&self, p: Packet, io: &Io) -> Result<(), (Packet, String)> {
+        match self.conn.sender.send(&p.channel, Some(&p.payload)) {
+            Ok(()) => {
+                io.stats.sent(1);
+                Ok(())
+            }
+            Err(WriteError::Full(pending)) => {
+                let n = io.stats.dropped(1);
+                warn!(channel = %p.channel, pending, dropped = n, "Axon reverse channel backlog full, reply dropped");
+                Ok(())
+            }
+            Err(WriteError::Closed) => Err((p, "reverse connection closed".into())),
+        }
+    }
+
+    /// `profiling` goes at once as two clear strings: the meta (the payload
+    /// without `data`) as JSON, then the data (JS `_axon.send(meta, data)`).
+    fn send_profile(&self, p: Packet, io: &Io) {
+        let Value::Object(mut meta) = p.payload else {
+            io.stats.dropped(1);
+            debug!("Axon: profiling payload is not an object, dropped");
+            return;
+        };
+        let data = match meta.shift_remove("data") {
+            Some(Value::String(s)) => Arg::Str(s),
+            // JS hands anything else to amp-message, which JSON-encodes it
+            // (`undefined` as null).
+            Some(v) => Arg::Json(v),
+            None => Arg::Json(Value::Null),
+        };
+        let meta = Value::Object(meta).to_string();
+        match self.conn.push.0.send(&[Arg::Str(meta), data]) {
+            Ok(n) if n > 0 => io.stats.sent(1),
+            Ok(_) => {
+                let n = io.stats.dropped(1);
+                warn!(
+                    dropped = n,
+                    "Axon: profiling dropped, push socket refused it (backlog)"
+                );
+            }
+            Err(e) => {
+                io.stats.dropped(1);
+                warn!(error = %e, "Axon: profiling dropped");
+            }
+        }
+    }
+
+    /// A message from the reverse server: `ask` is answered, anything else
+    /// is deciphered and handed to the consumer.
+    fn on_message(&mut self, m: NsMessage, io: &Io) -> Result<(), String> {
+        // The JS `data('*')` listener only sees single-segment events.
+        if m.path.len() != 1 {
+            debug!(event = %m.event(), "Axon: ignoring a multi-segment reverse event");
+            return Ok(());
+        }
+        let NsMessage { mut path, data } = m;
+        let channel = path.pop().unwrap_or_default();
+        if channel == "ask" {
+            let pull = &self.target.pull;
+            return self
+                .conn
+                .send_ask_rep(&self.setup.ask_rep)
+                .map_err(|e| format!("reverse {pull}: {e}"));
+        }
+        let Value::String(hex) = data else {
+            debug!(channel = %channel, "Axon: reverse message without ciphered data, dropped");
+            return Ok(());
+        };
+        match self.setup.cipher.decrypt_json(&hex) {
+            Ok(payload) if !is_falsy(&payload) => io.deliver(Packet { channel, payload }),
+            Ok(_) => debug!(channel = %channel, "Axon: reverse message with empty data, dropped"),
+            Err(e) => {
+                debug!(channel = %channel, error = %e, "Axon: undecipherable reverse message, dropped")
+            }
+        }
+        Ok(())
+    }
+
+    /// The status-interval tick: one ciphered frame with everything gathered
+    /// and the latest status. `Err` asks for a reconnect.
+    async fn flush(&mut self, io: &Io) -> Result<(), String> {
+        let opts = &self.setup.opts;
+        let push = &self.conn.push.0;
+        let backlog = push.buffered_bytes();
+        if backlog > opts.max_buffered_bytes {
+            // The backend does not keep up: shed this tick rather than grow.
+            let n = self.pending.len();
+            self.pending.clear();
+            io.stats.dropped(n as u64);
+            self.overflows += 1;
+            warn!(
+                backlog,
+                discarded = n,
+                ticks = self.overflows,
+                "Axon push backlog over {} bytes, buffer discarded",
+                opts.max_buffered_bytes
+            );
+            if self.overflows >= opts.max_overflows {
+                self.overflows = 0;
+                return Err(format!(
+                    "push backlog over {} bytes for {} consecutive ticks",
+                    opts.max_buffered_bytes, opts.max_overflows
+                ));
+            }
+            return Ok(());
+        }
+        self.overflows = 0;
+        // The status is what tells PM2.io the server is alive; a frame is
+        // only sent with a recent one (JS skipped the tick when
+        // getMonitorData failed). Older than 3 intervals: PM2 is not
+        // answering, wait for it with the buffer kept.
+        let max_age = opts.status_interval.saturating_mul(3);
+        let status = match &self.status {
+            Some((s, at)) if at.elapsed() <= max_age => s.clone(),
+            _ => {
+                trace!(
+                    buffered = self.pending.len(),
+                    "Axon: no recent status, frame postponed"
+                );
+                return Ok(());
+            }
+        };
+        let count = self.pending.len() as u64 + 1;
+        let buffer = build_buffer(self.pending.drain(..), status, &self.setup.machine_name);
+        let frame = json!({
+            "public_key": self.setup.public_key,
+            "data": self.setup.cipher.encrypt_json(&buffer),
+        })
+        .to_string();
+        let dropped_before = push.dropped();
+        // sendv2 resolves once written. A stalled peer must not stall the
+        // actor: after one interval, move on and let the backlog check of
+        // the next tick judge (the frame stays queued in the writer).
+        match tokio::time::timeout(opts.status_interval, push.send_and_wait(&[Arg::Str(frame)]))
+            .await
+        {
+            Ok(Ok(())) if push.dropped() == dropped_before => io.stats.sent(count),
+            Ok(Ok(())) | Ok(Err(PubError::NoPeer)) => {
+                let n = io.stats.dropped(count);
+                debug!(
+                    dropped = n,
+                    "Axon: push frame not written (peer gone or backlog full)"
+                );
+            }
+            Ok(Err(e)) => {
+                let n = io.stats.dropped(count);
+                warn!(error = %e, dropped = n, "Axon: push frame dropped");
+            }
+            Err(_) => {
+                io.stats.sent(count);
+                debug!("Axon: push frame still being written");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Session for AxonSession {
+    type Event = AxonEvent;
+
+    async fn next_event(&mut self) -> AxonEvent {
+        if !self.early.is_empty() {
+            return AxonEvent::Reverse(Ok(self.early.pop_front()));
+        }
+        tokio::select! {
+            biased;
+            _ = self.push_up.wait_for(|up| !up) => AxonEvent::PushDown,
+            m = self.conn.reader.recv() => AxonEvent::Reverse(m),
+            _ = self.tick.tick() => AxonEvent::Tick,
+        }
+    }
+
+    async fn handle(&mut self, event: AxonEvent, io: &Io) -> Result<(), String> {
+        match event {
+            AxonEvent::Reverse(Ok(Some(m))) => self.on_message(m, io),
+            AxonEvent::Reverse(Ok(None)) => Err(format!(
+                "reverse {}: connection closed by the server",
+                self.target.pull
+            )),
+            AxonEvent::Reverse(Err(e)) => Err(format!("reverse {}: {e}", self.target.pull)),
+            AxonEvent::PushDown => Err(push_failure(&self.conn.push.0, &self.target.push)),
+            AxonEvent::Tick => {
+                self.flush(io).await?;
+                // Room again in the buffer: take what waited in the route.
+                self.pull(io)
+            }
+        }
+    }
+
+    async fn carry(&mut self, io: &Io) -> Result<(), String> {
+        self.pull(io)
+    }
+
+    fn leftovers(&mut self) -> Vec<Packet> {
+        self.pending.drain(..).collect()
+    }
+
+    async fn close(self) {
+        // Dropping the connection closes both sockets.
+    }
+}

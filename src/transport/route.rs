@@ -1,0 +1,581 @@
+//! A route: one stream of outbound packets and the transporters able to
+//! carry it, in order of preference. Exactly one of them carries the
+//! traffic at a time: the first that has *proved* its connection (see
+//! [`super::link`]); the others stand by.
+//!
+//! The route owns the only queue of the stream. Transporters take packets
+//! from it while they carry and give back what they could not write, so a
+//! switch from one transporter to another neither loses nor duplicates a
+//! packet, and order is kept (packets given back go to the front).
+//!
+//! The route also holds the fallback rule: when none of its configured
+//! transporters is proven and one of them has failed, the fallback (the
+//! WebSocket endpoint PM2.io offers) is connected; once a configured one
+//! proves itself again it takes the traffic back and the fallback is
+//! disconnected. See docs/transport.md.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::common::js::is_falsy;
+use crate::common::Packet;
+
+/// The JS agent's offline queue length (`PACKET_QUEUE_SIZE`).
+pub const PACKET_QUEUE_SIZE: usize = 200;
+/// Packets waiting for the carrier while it writes (a burst bound).
+pub const LIVE_QUEUE_SIZE: usize = 1024;
+
+/// Where a transporter is in its life, as `getInfos` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not in use: no endpoint wanted (a fallback while the configured
+    /// transporter carries, or after `disconnect`).
+    Standby,
+    /// An attempt is running: sockets opening, waiting for the peer's proof.
+    Connecting,
+    /// The peer proved it is the peer we wanted; able to carry traffic.
+    Connected,
+    /// The last attempt failed or the connection was lost; retrying with
+    /// backoff (`last_error` says why).
+    Failed,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Standby => "standby",
+            LinkState::Connecting => "connecting",
+            LinkState::Connected => "connected",
+            LinkState::Failed => "failed",
+        }
+    }
+}
+
+/// Whether a transporter was asked for (config.json, `AGENT_*`) or is the
+/// fallback the agent chose on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Configured,
+    Fallback,
+}
+
+/// Counters a transporter keeps itself (the route counts the queue).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Packets written to the wire (a `status:patch` counts as one).
+    pub sent: AtomicU64,
+    /// Proven connections, reconnections included.
+    pub connects: AtomicU64,
+    /// Packets from PM2.io dropped because the consumer was full.
+    pub inbound_dropped: AtomicU64,
+    /// Packets taken from the route that will never be sent (a full
+    /// socket backlog, a failed status write).
+    pub dropped: AtomicU64,
+}
+
+impl LinkStats {
+    pub fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` dropped packets and returns the new total.
+    pub fn dropped(&self, n: u64) -> u64 {
+        self.dropped.fetch_add(n, Ordering::Relaxed) + n
+    }
+}
+
+/// Why the route itself dropped packets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDrops {
+    /// The queue was at its bound: the oldest packet gave way.
+    pub queue_full: u64,
+    /// A `status`/`monitoring` packet while nothing carried the traffic
+    /// (the next one supersedes it).
+    pub superseded: u64,
+}
+
+/// Turns the fallback transporter on (`true`) or off.
+pub type FallbackSwitch = Arc<dyn Fn(bool) + Send + Sync>;
+
+struct Member {
+    name: &'static str,
+    role: Role,
+    state: LinkState,
+    endpoint: Option<String>,
+    since: SystemTime,
+    last_error: Option<String>,
+    wake: Arc<Notify>,
+    stats: Arc<LinkStats>,
+}
+
+struct Fallback {
+    switch: FallbackSwitch,
+    /// Where the fallback goes, for the log line.
+    endpoint: String,
+}
+
+struct Inner {
+    queue: VecDeque<Packet>,
+    members: Vec<Member>,
+    carrier: Option<usize>,
+    offline_cap: usize,
+    live_cap: usize,
+    drops: RouteDrops,
+    fallback: Option<Fallback>,
+    /// Why there is no fallback (explicit configuration), for the log.
+    no_fallback: Option<String>,
+    fallback_on: bool,
+    /// A configured transporter failed since one was last proven.
+    failed: bool,
+    /// The "no fallback" line was written for the current outage.
+    told_no_fallback: bool,
+}
+
+/// See the module documentation.
+pub struct Route {
+    inner: Mutex<Inner>,
+}
+
+/// One member's view for `getInfos`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberInfo {
+    pub name: &'static str,
+    pub role: Role,
+    pub state: LinkState,
+    pub endpoint: Option<String>,
+    /// Milliseconds since the epoch at which `state` began.
+    pub since_ms: u64,
+    pub last_error: Option<String>,
+    pub carrying: bool,
+    pub sent: u64,
+    pub connects: u64,
+    pub dropped: u64,
+    pub inbound_dropped: u64,
+}
+
+impl MemberInfo {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "role": match self.role { Role::Configured => "configured", Role::Fallback => "fallback" },
+            "state": self.state.as_str(),
+            "endpoint": self.endpoint,
+            "since": self.since_ms,
+            "last_error": self.last_error,
+            "carrying": self.carrying,
+            "sent": self.sent,
+            "connects": self.connects,
+            "dropped": self.dropped,
+            "inbound_dropped": self.inbound_dropped,
+        })
+    }
+}
+
+/// Side effects decided under the lock, run after it is released (a
+/// fallback switch calls back into the route).
+#[derive(Default)]
+#[must_use]
+struct After {
+    fallback: Option<bool>,
+    wake: Option<Arc<Notify>>,
+}
+
+fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route::new(PACKET_QUEUE_SIZE, LIVE_QUEUE_SIZE)
+    }
+}
+
+impl Route {
+    /// `offline_cap`: packets kept while nothing carries (oldest dropped);
+    /// `live_cap`: packets waiting for a carrier that is writing.
+    pub fn new(offline_cap: usize, live_cap: usize) -> Route {
+        Route {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                members: Vec::new(),
+                carrier: None,
+                offline_cap,
+                live_cap: live_cap.max(offline_cap).max(1),
+                drops: RouteDrops::default(),
+                fallback: None,
+                no_fallback: None,
+                fallback_on: false,
+                failed: false,
+                told_no_fallback: false,
+            }),
+        }
+    }
+
+    /// Adds a transporter (after those already there: lower preference).
+    /// Returns its index, its wake-up and its counters.
+    pub fn join(&self, name: &'static str, role: Role) -> (usize, Arc<Notify>, Arc<LinkStats>) {
+        let mut g = lock(&self.inner);
+        let wake = Arc::new(Notify::new());
+        let stats = Arc::new(LinkStats::default());
+        g.members.push(Member {
+            name,
+            role,
+            state: LinkState::Standby,
+            endpoint: None,
+            since: SystemTime::now(),
+            last_error: None,
+            wake: wake.clone(),
+            stats: stats.clone(),
+        });
+        (g.members.len() - 1, wake, stats)
+    }
+
+    /// Installs the fallback rule: `switch(true)` connects the fallback
+    /// member (at `endpoint`), `switch(false)` disconnects it.
+    pub fn set_fallback(&self, endpoint: String, switch: FallbackSwitch) {
+        let after = {
+            let mut g = lock(&self.inner);
+            g.fallback = Some(Fallback { switch, endpoint });
+            g.no_fallback = None;
+            g.fallback_on = false;
+            g.decide_fallback()
+        };
+        self.run(after);
+    }
+
+    /// No fallback, and why (said once per outage in the log).
+    pub fn forbid_fallback(&self, why: String) {
+        let switch = {
+            let mut g = lock(&self.inner);
+            let was_on = std::mem::take(&mut g.fallback_on);
+            g.no_fallback = Some(why);
+            g.fallback.take().filter(|_| was_on).map(|f| f.switch)
+        };
+        if let Some(switch) = switch {
+            switch(false);
+        }
+    }
+
+    /// Queues an outbound packet; never blocks. Like the JS agent, one
+    /// without channel or with a falsy payload is never sent.
+    pub fn push(&self, packet: Packet) {
+        if packet.channel.is_empty() || is_falsy(&packet.payload) {
+            debug!(channel = %packet.channel, "dropping packet without channel or payload");
+            return;
+        }
+        let wake = {
+            let mut g = lock(&self.inner);
+            match g.carrier {
+                None if packet.is_volatile() => {
+                    g.drops.superseded += 1;
+                    return;
+                }
+                None => {
+                    let cap = g.offline_cap;
+                    g.bounded_push(packet, cap);
+                    None
+                }
+                Some(c) => {
+                    let cap = g.live_cap;
+                    g.bounded_push(packet, cap);
+                    Some(g.members[c].wake.clone())
+                }
+            }
+        };
+        if let Some(w) = wake {
+            w.notify_one();
+        }
+    }
+
+    /// Up to `max` packets for `member`, oldest first; nothing unless it is
+    /// the carrier. Wakes it again when more are left.
+    pub fn take(&self, member: usize, max: usize) -> Vec<Packet> {
+        let mut g = lock(&self.inner);
+        if g.carrier != Some(member) {
+            return Vec::new();
+        }
+        let n = max.min(g.queue.len());
+        let out: Vec<Packet> = g.queue.drain(..n).collect();
+        if !g.queue.is_empty() {
+            g.members[member].wake.notify_one();
+        }
+        out
+    }
+
+    /// Packets taken but not written go back to the front, in order.
+    /// Stale statuses are not kept.
+    pub fn give_back(&self, packets: Vec<Packet>) {
+        if packets.is_empty() {
+            return;
+        }
+        let wake = {
+            let mut g = lock(&self.inner);
+            for p in packets.into_iter().rev() {
+                if p.is_volatile() {
+                    g.drops.superseded += 1;
+                } else {
+                    g.queue.push_front(p);
+                }
+            }
+            g.trim();
+            g.carrier.map(|c| g.members[c].wake.clone())
+        };
+        if let Some(w) = wake {
+            w.notify_one();
+        }
+    }
+
+    /// Records a member's new state (and endpoint/reason), then re-decides
+    /// the carrier and the fallback.
+    pub fn set_state(
+        &self,
+        member: usize,
+        state: LinkState,
+        endpoint: Option<String>,
+        error: Option<String>,
+    ) {
+        let after = {
+            let mut g = lock(&self.inner);
+            let Some(m) = g.members.get_mut(member) else {
+                return;
+            };
+            if m.state != state {
+                m.state = state;
+                m.since = SystemTime::now();
+            }
+            if endpoint.is_some() {
+                m.endpoint = endpoint;
+            }
+            if error.is_some() {
+                m.last_error = error;
+            }
+            if state == LinkState::Failed && m.role == Role::Configured {
+                g.failed = true;
+            }
+            let mut after = g.decide_carrier();
+            after.fallback = g.decide_fallback().fallback;
+            after
+        };
+        self.run(after);
+    }
+
+    /// Records an error without changing the state (a bad endpoint given to
+    /// `connect`).
+    pub fn set_error(&self, member: usize, error: String) {
+        if let Some(m) = lock(&self.inner).members.get_mut(member) {
+            m.last_error = Some(error);
+        }
+    }
+
+    fn run(&self, after: After) {
+        if let Some(w) = after.wake {
+            w.notify_one();
+        }
+        if let Some(on) = after.fallback {
+            // Called without the lock: the switch may call back into the
+            // route (the fallback member's state). It only sets a wanted
+            // endpoint; it never waits.
+            let switch = lock(&self.inner)
+                .fallback
+                .as_ref()
+                .map(|f| f.switch.clone());
+            if let Some(switch) = switch {
+                switch(on);
+            }
+        }
+    }
+
+    pub fn is_carried(&self) -> bool {
+        lock(&self.inner).carrier.is_some()
+    }
+
+    pub fn carrier_name(&self) -> Option<&'static str> {
+        let g = lock(&self.inner);
+        g.carrier.map(|c| g.members[c].name)
+    }
+
+    pub fn is_proven(&self, member: usize) -> bool {
+        lock(&self.inner)
+            .members
+            .get(member)
+            .is_some_and(|m| m.state == LinkState::Connected)
+    }
+
+    pub fn last_error(&self, member: usize) -> Option<String> {
+        lock(&self.inner)
+            .members
+            .get(member)
+            .and_then(|m| m.last_error.clone())
+    }
+
+    pub fn queued(&self) -> usize {
+        lock(&self.inner).queue.len()
+    }
+
+    pub fn drops(&self) -> RouteDrops {
+        lock(&self.inner).drops
+    }
+
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let g = lock(&self.inner);
+        g.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MemberInfo {
+                name: m.name,
+                role: m.role,
+                state: m.state,
+                endpoint: m.endpoint.clone(),
+                since_ms: m
+                    .since
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO)
+                    .as_millis() as u64,
+                last_error: m.last_error.clone(),
+                carrying: g.carrier == Some(i),
+                sent: m.stats.sent.load(Ordering::Relaxed),
+                connects: m.stats.connects.load(Ordering::Relaxed),
+                dropped: m.stats.dropped.load(Ordering::Relaxed),
+                inbound_dropped: m.stats.inbound_dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+impl Inner {
+    fn bounded_push(&mut self, p: Packet, cap: usize) {
+        if cap == 0 {
+            self.drops.queue_full += 1;
+            return;
+        }
+        while self.queue.len() >= cap {
+            self.queue.pop_front();
+            self.drops.queue_full += 1;
+        }
+        self.queue.push_back(p);
+    }
+
+    /// Back to the bound of the current mode; the oldest give way.
+    fn trim(&mut self) {
+        let cap = if self.carrier.is_some() {
+            self.live_cap
+        } else {
+            self.offline_cap
+        };
+        if self.carrier.is_none() {
+            let before = self.queue.len();
+            self.queue.retain(|p| !p.is_volatile());
+            self.drops.superseded += (before - self.queue.len()) as u64;
+        }
+        let over = self.queue.len().saturating_sub(cap);
+        if over > 0 {
+            self.queue.drain(..over);
+            self.drops.queue_full += over as u64;
+        }
+    }
+
+    fn decide_carrier(&mut self) -> After {
+        let carrier = self
+            .members
+            .iter()
+            .position(|m| m.state == LinkState::Connected);
+        if carrier == self.carrier {
+            return After::default();
+        }
+        let old = self.carrier.map(|c| self.members[c].name);
+        self.carrier = carrier;
+        match carrier {
+            Some(c) => {
+                let m = &self.members[c];
+                info!(
+                    transporter = m.name,
+                    endpoint = m.endpoint.as_deref().unwrap_or(""),
+                    queued = self.queue.len(),
+                    previous = old.unwrap_or("none"),
+                    "traffic now carried by {}",
+                    m.name
+                );
+                After {
+                    wake: Some(m.wake.clone()),
+                    fallback: None,
+                }
+            }
+            None => {
+                self.trim();
+                warn!(
+                    previous = old.unwrap_or("none"),
+                    queued = self.queue.len(),
+                    "no transporter carries the traffic; packets are queued (at most {})",
+                    self.offline_cap
+                );
+                After::default()
+            }
+        }
+    }
+
+    /// The fallback rule; returns the switch to apply, if it changes.
+    fn decide_fallback(&mut self) -> After {
+        let configured_proven = self
+            .members
+            .iter()
+            .any(|m| m.role == Role::Configured && m.state == LinkState::Connected);
+        if configured_proven {
+            self.failed = false;
+            self.told_no_fallback = false;
+        }
+        let want = !configured_proven && self.failed;
+        if self.fallback.is_none() {
+            if want && !self.told_no_fallback {
+                if let Some(why) = &self.no_fallback {
+                    self.told_no_fallback = true;
+                    warn!("{}; no fallback: {why}", self.failures().join("; "));
+                }
+            }
+            return After::default();
+        }
+        if want == self.fallback_on {
+            return After::default();
+        }
+        self.fallback_on = want;
+        let to = self
+            .fallback
+            .as_ref()
+            .map(|f| f.endpoint.clone())
+            .unwrap_or_default();
+        if want {
+            warn!(
+                "{}; carrying the traffic over the WebSocket fallback {to} meanwhile, retrying in the background",
+                self.failures().join("; ")
+            );
+        } else {
+            info!("configured transporter proven again; WebSocket fallback {to} back to standby");
+        }
+        After {
+            fallback: Some(want),
+            wake: None,
+        }
+    }
+
+    /// "AxonTransport push=…, pull=… failed: <reason>" for each configured
+    /// member that is not proven.
+    fn failures(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.role == Role::Configured && m.state != LinkState::Connected)
+            .map(|m| {
+                format!(
+                    "{} {} unavailable: {}",
+                    m.name,
+                    m.endpoint.as_deref().unwrap_or("(no endpoint)"),
+                    m.last_error.as_deref().unwrap_or("not proven yet")
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,169 @@
+//! The WebSocket opening handshake, written by hand so the request is
+//! byte for byte what the `ws` library sends (docs/protocols.md §7.1), and
+//! checked the way `ws` checks the `101` answer.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{WebSocketOptions, Ws, WsError};
+use crate::common::Identity;
+use crate::net::{self, BoxStream, Url};
+
+/// Upper bound on the HTTP response head of the upgrade: a real 101 is a few
+/// hundred bytes; anything bigger is not a WebSocket server.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// `ws:`/`wss:` as given, `http:`/`https:` mapped to them like the `ws`
+/// library does (old configs and tests use `http://localhost:3900`).
+pub fn parse_ws_url(s: &str) -> Result<Url, WsError> {
+    if s.trim().is_empty() {
+        return Err(WsError::NoUrl);
+    }
+    // Scheme first: `Url::parse` rejects schemes without a default port
+    // with a less helpful message.
+    if let Some((scheme, _)) = s.trim().split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "ws" | "wss" | "http" | "https") {
+            return Err(WsError::Scheme(scheme));
+        }
+    }
+    let mut url = Url::parse(s)?;
+    if url.scheme == "http" {
+        url.scheme = "ws".to_owned();
+    } else if url.scheme == "https" {
+        url.scheme = "wss".to_owned();
+    }
+    // The path goes verbatim into the request line: no spaces or controls
+    // (request splitting).
+    if url.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(WsError::Path(url.path));
+    }
+    Ok(url)
+}
+
+/// One connection attempt: TCP/TLS via `net`, then the HTTP upgrade.
+pub(super) async fn open(
+    url: &Url,
+    identity: &Identity,
+    opts: &WebSocketOptions,
+) -> Result<Ws, WsError> {
+    let key = generate_key();
+    // Built first: a bad header value fails without touching the network.
+    let request = upgrade_request(url, identity, &key)?;
+    let mut stream = net::connect(url, &opts.net).await?;
+    let leftover =
+        tokio::time::timeout(opts.handshake_timeout, upgrade(&mut stream, &request, &key))
+            .await
+            .map_err(|_| WsError::HandshakeTimeout(opts.handshake_timeout))??;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(opts.max_message_size))
+        .max_frame_size(Some(opts.max_message_size));
+    Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
+}
+
+/// The upgrade request, byte for byte in the order and case `ws` 7 writes
+/// it (protocols.md §7.1). Written by hand because tungstenite's client
+/// handshake lowercases header names and reorders them.
+pub(super) fn upgrade_request(url: &Url, id: &Identity, key: &str) -> Result<String, WsError> {
+    let user_agent = format!("PM2 Agent v{}", id.agent_version);
+    let host = url.host_header();
+    let headers: [(&'static str, &str); 11] = [
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", key),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("X-KM-PUBLIC", &id.public_key),
+        ("X-KM-SECRET", &id.secret_key),
+        ("X-KM-SERVER", &id.machine_name),
+        ("X-PM2-VERSION", &id.pm2_version),
+        ("X-PROTOCOL-VERSION", "1"),
+        ("User-Agent", &user_agent),
+        ("Host", &host),
+    ];
+    let mut req = format!("GET {} HTTP/1.1\r\n", url.path);
+    for (name, value) in headers {
+        // Node's rule (checkInvalidHeaderChar): no control characters, so a
+        // key or machine name cannot inject headers.
+        if value.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') {
+            return Err(WsError::HeaderValue(name));
+        }
+        req.push_str(name);
+        req.push_str(": ");
+        req.push_str(value);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    Ok(req)
+}
+
+/// Sends the request and reads the `101` response head; returns the bytes
+/// read past it (frames the server may already have sent).
+async fn upgrade(stream: &mut BoxStream, request: &str, key: &str) -> Result<Vec<u8>, WsError> {
+    let io = |e: std::io::Error| WsError::Handshake(e.to_string());
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(WsError::Handshake(
+                "connection closed before the HTTP response".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(len) = check_response(&buf, key)? {
+            return Ok(buf.split_off(len));
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(WsError::Handshake(format!(
+                "HTTP response head larger than {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+    }
+}
+
+/// `Ok(None)` while the head is incomplete; `Ok(Some(head_len))` for a valid
+/// `101` (the checks `ws` makes: status, Upgrade, Sec-WebSocket-Accept, no
+/// extension or subprotocol we did not ask for).
+pub(super) fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, WsError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(WsError::Handshake(format!("invalid HTTP response: {e}"))),
+    };
+    let code = resp.code.unwrap_or(0);
+    if code != 101 {
+        return Err(WsError::HttpStatus(code));
+    }
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+    };
+    if !header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Err(WsError::Handshake("invalid Upgrade header".into()));
+    }
+    if header("Sec-WebSocket-Accept").as_deref() != Some(derive_accept_key(key.as_bytes()).as_str())
+    {
+        return Err(WsError::Handshake(
+            "invalid Sec-WebSocket-Accept header".into(),
+        ));
+    }
+    if header("Sec-WebSocket-Extensions").is_some() {
+        return Err(WsError::Handshake(
+            "server sent an extension that was not requested".into(),
+        ));
+    }
+    if header("Sec-WebSocket-Protocol").is_some() {
+        return Err(WsError::Handshake(
+            "server sent a subprotocol that was not requested".into(),
+        ));
+    }
+    Ok(Some(len))
+}

@@ -1,0 +1,200 @@
+//! The WebSocket transporter (docs/protocols.md §7): JSON frames
+//! `{"payload":…,"channel":…}` both ways over one socket.
+//!
+//! The connection is proven by the `101 Switching Protocols` answer with
+//! the right `Sec-WebSocket-Accept`; it is dead after `dead_after` without a
+//! frame from the server (we ping every `ping_interval`).
+//!
+//! Differences from the JS agent, on purpose (docs/design.md): no DNS probe
+//! of google.com, exponential backoff with jitter instead of fixed 2 s/5 s
+//! retries, a handshake timeout, one socket at a time, and a dead-peer
+//! timeout on top of the 5 s pings.
+
+mod handshake;
+pub mod json_patch;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+pub use handshake::parse_ws_url;
+use session::WsSession;
+
+use super::link::{Link, LinkOptions, NoRuntime, Protocol};
+use super::route::{Role, Route, LIVE_QUEUE_SIZE, PACKET_QUEUE_SIZE};
+use super::TransportEndpoint;
+use crate::common::{Identity, Packet};
+use crate::net::{BoxStream, NetError, NetOptions, Url};
+
+type Ws = WebSocketStream<BoxStream>;
+
+/// Knobs of the transporter. `Default` is the production behaviour; tests
+/// shrink the timers.
+#[derive(Debug, Clone)]
+pub struct WebSocketOptions {
+    /// TCP/TLS connect (and proxy) settings for `net::connect`.
+    pub net: NetOptions,
+    /// Send `status` as `status:patch` diffs (env `WS_JSON_PATCH` non-empty).
+    pub json_patch: bool,
+    /// permessage-deflate requested (env `WS_GZIP`); not supported, see `new`.
+    pub gzip: bool,
+    /// Empty ping period while open (JS: 5 s).
+    pub ping_interval: Duration,
+    /// Nothing received for this long → the peer is dead, reconnect.
+    pub dead_after: Duration,
+    /// Bound on the HTTP upgrade exchange (after TCP/TLS connect, which
+    /// `net` bounds with its own `connect_timeout`).
+    pub handshake_timeout: Duration,
+    /// Bound on writing one frame; a peer that stops reading cannot stall
+    /// the actor longer than this.
+    pub write_timeout: Duration,
+    /// How long a voluntary close waits for the server's close reply.
+    pub close_timeout: Duration,
+    /// Largest inbound message/frame accepted (tungstenite limit).
+    pub max_message_size: usize,
+    /// Proof timeout, backoff.
+    pub link: LinkOptions,
+    /// Offline queue of a standalone transporter (see
+    /// [`WebSocketTransport::new`]).
+    pub queue_size: usize,
+}
+
+impl Default for WebSocketOptions {
+    fn default() -> Self {
+        WebSocketOptions {
+            net: NetOptions::default(),
+            json_patch: false,
+            gzip: false,
+            ping_interval: Duration::from_secs(5),
+            dead_after: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(15),
+            close_timeout: Duration::from_secs(2),
+            max_message_size: 16 << 20,
+            link: LinkOptions::default(),
+            queue_size: PACKET_QUEUE_SIZE,
+        }
+    }
+}
+
+/// Why a connection attempt (or a `connect` call) failed. The `Display`
+/// text is what `last_error` reports.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WsError {
+    #[error("WebSocket URL is not defined")]
+    NoUrl,
+    #[error("the WebSocket transport needs a single URL")]
+    NotSingleUrl,
+    #[error("unsupported WebSocket URL scheme {0:?} (expected ws, wss, http or https)")]
+    Scheme(String),
+    #[error("invalid WebSocket URL path {0:?}")]
+    Path(String),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("handshake: timed out after {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("handshake: HTTP {0}")]
+    HttpStatus(u16),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("handshake: header {0} holds a character not allowed in HTTP")]
+    HeaderValue(&'static str),
+    #[error(transparent)]
+    NoRuntime(#[from] NoRuntime),
+}
+
+/// The WebSocket [`Protocol`].
+pub struct WebSocket {
+    identity: Identity,
+    opts: Arc<WebSocketOptions>,
+}
+
+impl WebSocket {
+    pub fn new(identity: Identity, options: WebSocketOptions) -> WebSocket {
+        let mut o = options;
+        let min = Duration::from_millis(1);
+        for d in [
+            &mut o.ping_interval,
+            &mut o.dead_after,
+            &mut o.handshake_timeout,
+            &mut o.write_timeout,
+            &mut o.close_timeout,
+        ] {
+            *d = (*d).max(min);
+        }
+        if o.gzip {
+            // permessage-deflate: tokio-tungstenite has no deflate
+            // extension, so we never offer it; servers accept plain frames.
+            debug!("WS_GZIP requested but permessage-deflate is not supported; connecting without compression");
+        }
+        WebSocket {
+            identity,
+            opts: Arc::new(o),
+        }
+    }
+}
+
+impl Protocol for WebSocket {
+    const NAME: &'static str = "WebsocketTransport";
+    type Target = Url;
+    type Session = WsSession;
+
+    fn target(&self, endpoint: TransportEndpoint) -> Result<Url, String> {
+        match endpoint {
+            TransportEndpoint::Single(s) => parse_ws_url(&s),
+            TransportEndpoint::Named(_) => Err(WsError::NotSingleUrl),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    async fn open(&self, url: &Url, within: Duration) -> Result<WsSession, String> {
+        match tokio::time::timeout(within, handshake::open(url, &self.identity, &self.opts)).await {
+            Ok(Ok(ws)) => Ok(WsSession::new(ws, self.opts.clone())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no WebSocket upgrade within {within:?}")),
+        }
+    }
+}
+
+/// A standalone WebSocket transporter (its own route), or one of a route.
+pub type WebSocketTransport = Link<WebSocket>;
+
+impl Link<WebSocket> {
+    /// A transporter with a route of its own (an offline queue of
+    /// `options.queue_size`), spawned on the current runtime. Packets from
+    /// PM2.io go to `inbound`; when it is full they are dropped and counted,
+    /// the socket is never held up.
+    pub fn new(
+        identity: Identity,
+        options: WebSocketOptions,
+        inbound: mpsc::Sender<Packet>,
+    ) -> Result<Self, WsError> {
+        let route = Arc::new(Route::new(options.queue_size, LIVE_QUEUE_SIZE));
+        Self::on_route(identity, options, route, Role::Configured, inbound)
+    }
+
+    /// A transporter joining `route`.
+    pub fn on_route(
+        identity: Identity,
+        options: WebSocketOptions,
+        route: Arc<Route>,
+        role: Role,
+        inbound: mpsc::Sender<Packet>,
+    ) -> Result<Self, WsError> {
+        let link = options.link.clone();
+        Ok(Link::spawn(
+            WebSocket::new(identity, options),
+            link,
+            route,
+            role,
+            inbound,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! A proven WebSocket connection: pings, the dead-peer timer, inbound
+//! frames, and the packets it carries (with the JSON-patch status mode).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, warn};
+
+use super::{json_patch, WebSocketOptions, Ws};
+use crate::common::js::is_falsy;
+use crate::common::Packet;
+use crate::transport::link::{Io, Session};
+
+/// Packets taken from the route per turn, so pings and inbound frames are
+/// served between bursts.
+const BATCH: usize = 64;
+
+/// The wire form, `payload` first like `JSON.stringify({payload, channel})`.
+#[derive(Serialize)]
+struct Frame<'a, P: Serialize> {
+    payload: &'a P,
+    channel: &'a str,
+}
+
+pub(super) fn frame<P: Serialize>(payload: &P, channel: &str) -> Option<String> {
+    match serde_json::to_string(&Frame { payload, channel }) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Only reachable with non-string map keys, which Value cannot hold.
+            warn!(channel, error = %e, "WebSocket transport: cannot serialise packet, dropped");
+            None
+        }
+    }
+}
+
+pub enum WsEvent {
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Ping,
+    Dead,
+}
+
+pub struct WsSession {
+    ws: Ws,
+    opts: Arc<WebSocketOptions>,
+    ping: Interval,
+    dead: Pin<Box<Sleep>>,
+    /// A close frame from the server, reported when the stream ends.
+    close_reason: Option<String>,
+    /// Patch-mode baseline: the last status handed to the socket.
+    last_status: Option<Value>,
+    /// The next status must go out in full (a new socket may reach another
+    /// backend node; or the server sent `status:resend`).
+    resend_status: bool,
+}
+
+impl WsSession {
+    pub(super) fn new(ws: Ws, opts: Arc<WebSocketOptions>) -> WsSession {
+        let period = opts.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + period, period);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let dead = Box::pin(tokio::time::sleep(opts.dead_after));
+        WsSession {
+            ws,
+            opts,
+            ping,
+            dead,
+            close_reason: None,
+            last_status: None,
+            resend_status: true,
+        }
+    }
+
+    async fn write(&mut self, msg: Message) -> Result<(), String> {
+        let timeout = self.opts.write_timeout;
+        match tokio::time::timeout(timeout, self.ws.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!("write timed out after {timeout:?}")),
+        }
+    }
+
+    /// Writes one packet. `Err` gives the packet back when it is worth
+    /// sending again (not a status: the next one supersedes it).
+    async fn send(&mut self, p: Packet, io: &Io) -> Result<(), (Option<Packet>, String)> {
+        if self.opts.json_patch && p.channel == "status" {
+            let text = match self.last_status.take() {
+                Some(prev) if !self.resend_status => {
+                    frame(&json_patch::compare(&prev, &p.payload), "status:patch")
+                }
+                _ => {
+                    self.resend_status = false;
+                    frame(&p.payload, "status")
+                }
+            };
+            self.last_status = Some(p.payload);
+            let Some(text) = text else { return Ok(()) };
+            return match self.write(Message::text(text)).await {
+                Ok(()) => {
+                    io.stats.sent(1);
+                    Ok(())
+                }
+                Err(reason) => {
+                    // The server may not have the new baseline: the next
+                    // status goes in full (reopening forces that anyway).
+                    self.resend_status = true;
+                    io.stats.dropped(1);
+                    Err((None, reason))
+                }
+            };
+        }
+        let Some(text) = frame(&p.payload, &p.channel) else {
+            return Ok(());
+        };
+        match self.write(Message::text(text)).await {
+            Ok(()) => {
+                io.stats.sent(1);
+                Ok(())
+            }
+            Err(reason) => Err((Some(p), reason)),
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message, io: &Io) -> Result<(), String> {
+        match msg {
+            Message::Text(t) => self.on_text(t.as_str(), io),
+            // ws hands Buffers to the same JSON.parse, so JSON in a binary
+            // frame counts too.
+            Message::Binary(b) => match std::str::from_utf8(&b) {
+                Ok(s) => self.on_text(s, io),
+                Err(_) => debug!("WebSocket: ignoring non-UTF-8 binary frame"),
+            },
+            Message::Ping(_) => {
+                // tungstenite queued the echoing pong; flush it first, or our
+                // own pong would replace it. Then the explicit empty pong the
+                // JS agent sends (the backend sees two pongs today).
+                let t = self.opts.write_timeout;
+                match tokio::time::timeout(t, self.ws.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(format!("write failed: {e}")),
+                    Err(_) => return Err(format!("write timed out after {t:?}")),
+                }
+                self.write(Message::Pong(Bytes::new())).await?;
+            }
+            Message::Close(frame) => {
+                // tungstenite answers it; the stream ends next.
+                self.close_reason = Some(match frame {
+                    Some(f) => format!(
+                        "connection closed by the server (code {}, {:?})",
+                        u16::from(f.code),
+                        f.reason.as_str()
+                    ),
+                    None => "connection closed by the server".to_owned(),
+                });
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+        }
+        Ok(())
+    }
+
+    fn on_text(&mut self, text: &str, io: &Io) {
+        let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
+            debug!("WebSocket: ignoring a frame that is not a JSON object");
+            return;
+        };
+        let channel = match obj.get("channel") {
+            Some(Value::String(c)) if !c.is_empty() => c.clone(),
+            _ => {
+                debug!("WebSocket: ignoring a message without channel");
+                return;
+            }
+        };
+        // Checked before the payload test: the server sends it bare.
+        if channel == "status:resend" {
+            self.resend_status = true;
+        }
+        let payload = obj.remove("payload").unwrap_or(Value::Null);
+        if is_falsy(&payload) {
+            if channel != "status:resend" {
+                debug!(channel = %channel, "WebSocket: ignoring a message without payload");
+            }
+            return;
+        }
+        io.deliver(Packet { channel, payload });
+    }
+}
+
+impl Session for WsSession {
+    type Event = WsEvent;
+
+    async fn next_event(&mut self) -> WsEvent {
+        tokio::select! {
+            biased;
+            m = self.ws.next() => WsEvent::Frame(m),
+            () = &mut self.dead => WsEvent::Dead,
+            _ = self.ping.tick() => WsEvent::Ping,
+        }
+    }
+
+    async fn handle(&mut self, event: WsEvent, io: &Io) -> Result<(), String> {
+        match event {
+            WsEvent::Frame(m) => {
+                // Any frame proves the peer alive, not only pongs.
+                let dead_after = self.opts.dead_after;
+                self.dead.as_mut().reset(Instant::now() + dead_after);
+                match m {
+                    Some(Ok(m)) => self.on_message(m, io).await,
+                    Some(Err(e)) => Err(format!("connection error: {e}")),
+                    None => Err(self
+                        .close_reason
+                        .take()
+                        .unwrap_or_else(|| "connection closed by the server".to_owned())),
+                }
+            }
+            WsEvent::Ping => self.write(Message::Ping(Bytes::new())).await,
+            WsEvent::Dead => Err(format!(
+                "no data from the server for {:?}",
+                self.opts.dead_after
+            )),
+        }
+    }
+
+    async fn carry(&mut self, io: &Io) -> Result<(), String> {
+        let mut packets = io.take(BATCH).into_iter();
+        while let Some(p) = packets.next() {
+            if let Err((p, reason)) = self.send(p, io).await {
+                // Unsent: back to the route, in order.
+                io.give_back(p.into_iter().chain(packets).collect());
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Close 1000 `Disconnecting` like the JS agent, then wait (bounded) for
+    /// the server's close reply so it sees a clean close rather than a reset.
+    async fn close(mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "Disconnecting".into(),
+        };
+        let timeout: Duration = self.opts.close_timeout;
+        let ws = &mut self.ws;
+        let _ = tokio::time::timeout(timeout, async {
+            if ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+        .await;
+    }
+}
