@@ -367,6 +367,46 @@ mod tests {
         );
     }
 
+    /// `DataRetriever.js` reads `proc.pm2_env.name` / `proc.pm2_env.pm_id`;
+    /// the top-level copies of the `getMonitorData` entry are ignored.
+    #[test]
+    fn name_and_pm_id_come_from_pm2_env() {
+        let list = vec![json!({
+            "pid": 1,
+            "name": "old",
+            "pm_id": 7,
+            "pm2_env": {"name": "new", "pm_id": 3},
+            "monit": {"cpu": 0, "memory": 0}
+        })];
+        let status = build_status_with(&list, &ctx(), &STATS);
+        let p = &status["data"]["process"][0];
+        assert_eq!(p["name"], json!("new"));
+        assert_eq!(p["pm_id"], json!(3));
+        let text = serde_json::to_string(&status).unwrap();
+        assert!(!text.contains("\"old\""), "{text}");
+        assert!(!text.contains(":7"), "{text}");
+        // A top-level `_old_` name does not filter the process; pm2_env's does.
+        let mut list = list;
+        list[0]["name"] = json!("x_old_1");
+        assert_eq!(
+            build_status_with(&list, &ctx(), &STATS)["data"]["process"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        list[0]["name"] = json!("x");
+        list[0]["pm2_env"]["name"] = json!("x_old_1");
+        assert!(build_status_with(&list, &ctx(), &STATS)["data"]["process"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        // No pm2_env name/pm_id: the keys are absent, never the top-level ones.
+        let list = vec![json!({"name": "old", "pm_id": 7, "pm2_env": {}})];
+        let p = &build_status_with(&list, &ctx(), &STATS)["data"]["process"][0];
+        assert!(p.get("name").is_none() && p.get("pm_id").is_none(), "{p}");
+    }
+
     #[test]
     fn filters_old_and_unmonitored_processes() {
         let mut list = procs();
