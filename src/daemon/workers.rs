@@ -24,7 +24,7 @@ use crate::net::NetOptions;
 use crate::pm2::Pm2Client;
 use crate::push::events::{EventPipeline, PushAction, PushConfig};
 use crate::push::profiling::read_profile;
-use crate::push::status::{internal_ip, status_packet, HostIdentity, StatusContext};
+use crate::push::status::{internal_ip, status_packet, CpuMeta, HostIdentity, StatusContext};
 use crate::push::streaming::LogStreaming;
 use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
@@ -306,6 +306,12 @@ fn supervise(
 /// queued, so nothing is lost that would still be true later).
 async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     let cfg = workers.inner.cfg.clone();
+    let mut host = HostIdentity::detect();
+    // Node's own `os.cpus()` when the JS wrapper passed it (the exact
+    // `cpuMeta` of DataRetriever.js); procfs otherwise.
+    if let Some(cpu) = CpuMeta::from_node_cpus(&cfg.host.cpus) {
+        host.cpu = cpu;
+    }
     let mut ctx = StatusContext {
         server_name: cfg.identity.machine_name.clone(),
         internal_ip: internal_ip(),
@@ -314,7 +320,9 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
         agent_version: cfg.identity.agent_version.clone(),
         node_version: cfg.host.node_version.clone(),
         unique_id: unique_server_id(),
-        host: HostIdentity::detect(),
+        // Agent 1.0.x never sets REVERSE_INTERACT: no `interaction` key.
+        interaction: None,
+        host,
     };
     let mut tick = tokio::time::interval(cfg.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

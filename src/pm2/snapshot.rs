@@ -147,6 +147,7 @@ mod tests {
             agent_version: "0.1.0".into(),
             node_version: "v20".into(),
             unique_id: "u".into(),
+            interaction: None,
             host: HostIdentity::detect(),
         };
         let stats = HostStats::read();

@@ -3,8 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-/// The parts of the status `server` entry that the JS agent computes once at
-/// load (`DataRetriever.js` module scope).
+/// The parts of the status `server` entry that do not change while the agent
+/// runs (`DataRetriever.js`: `cpuMeta` at module scope; `os.hostname()`,
+/// `os.type()`, `os.platform()`, `os.arch()` and the username are fixed for
+/// the process too, so they are read once here).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostIdentity {
     /// First of `SUDO_USER, C9_USER, LOGNAME, USER, LNAME, USERNAME`;
@@ -15,6 +17,63 @@ pub struct HostIdentity {
     pub platform: String,
     /// `os.type()`: `Linux`, `Darwin`, `Windows_NT`, …
     pub os_type: String,
+    /// `os.arch()`: `x64`, `arm64`, `ia32`, …
+    pub arch: String,
+    /// `cpuMeta`: `os.cpus().length` and `os.cpus()[0].model`.
+    pub cpu: CpuMeta,
+}
+
+/// `cpuMeta` of `DataRetriever.js`: `{number, info}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuMeta {
+    /// `os.cpus().length`.
+    pub number: usize,
+    /// `os.cpus()[0].model`, or `'no-data'` when there is no CPU listed.
+    pub info: String,
+}
+
+impl CpuMeta {
+    /// `info` when `os.cpus()` is empty.
+    pub const NO_DATA: &'static str = "no-data";
+
+    /// From a Node `os.cpus()` array (what the JS wrapper hands the daemon);
+    /// `None` unless it is a non-empty array, so an absent list falls back
+    /// to procfs. A first entry without a string `model` gives `'no-data'`
+    /// rather than an `undefined` that would drop the key.
+    pub fn from_node_cpus(cpus: &serde_json::Value) -> Option<CpuMeta> {
+        let list = cpus.as_array().filter(|l| !l.is_empty())?;
+        let info = list[0]
+            .get("model")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(Self::NO_DATA)
+            .to_owned();
+        Some(CpuMeta {
+            number: list.len(),
+            info,
+        })
+    }
+
+    /// What libuv's `uv_cpu_info` would list: on Linux the `cpuN` lines of
+    /// `/proc/stat` and the first model in `/proc/cpuinfo` (libuv's default
+    /// model is `unknown`); elsewhere the available parallelism and no model.
+    fn detect() -> CpuMeta {
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        let number = read("/proc/stat")
+            .as_deref()
+            .map(parse_stat_cpu_count)
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(0, |n| n.get()));
+        let model = read("/proc/cpuinfo")
+            .as_deref()
+            .and_then(parse_cpuinfo_model);
+        let info = match (number, model) {
+            (0, _) => Self::NO_DATA.to_owned(),
+            (_, Some(m)) => m,
+            (_, None) if cfg!(target_os = "linux") => "unknown".to_owned(),
+            (_, None) => Self::NO_DATA.to_owned(),
+        };
+        CpuMeta { number, info }
+    }
 }
 
 impl HostIdentity {
@@ -25,6 +84,8 @@ impl HostIdentity {
             hostname: hostname(),
             platform: node_platform(std::env::consts::OS).to_owned(),
             os_type: node_os_type(std::env::consts::OS).to_owned(),
+            arch: node_arch(std::env::consts::ARCH).to_owned(),
+            cpu: CpuMeta::detect(),
         }
     }
 }
@@ -86,6 +147,46 @@ pub(crate) fn node_os_type(os: &str) -> &str {
     }
 }
 
+/// Rust's `std::env::consts::ARCH` → Node's `os.arch()`.
+pub(crate) fn node_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "x64",
+        "x86" => "ia32",
+        "aarch64" => "arm64",
+        "powerpc" => "ppc",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        "mips64" => "mips64el",
+        other => other,
+    }
+}
+
+/// The number of `cpuN` lines in `/proc/stat` (how libuv counts CPUs).
+pub(crate) fn parse_stat_cpu_count(text: &str) -> usize {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix("cpu"))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .count()
+}
+
+/// The model of the first CPU in `/proc/cpuinfo`: the first `model name`
+/// (x86, most arm), else `Processor` (old arm kernels), else `cpu` (ppc).
+/// The value is kept as printed after `: `.
+pub(crate) fn parse_cpuinfo_model(text: &str) -> Option<String> {
+    let field = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim_end() == key)
+                .then(|| v.strip_prefix(' ').unwrap_or(v).trim_end_matches('\r'))
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_owned)
+        })
+    };
+    field("model name")
+        .or_else(|| field("Processor"))
+        .or_else(|| field("cpu"))
+}
+
 /// The per-call parts of the `server` entry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HostStats {
@@ -94,6 +195,8 @@ pub struct HostStats {
     pub loadavg: [f64; 3],
     /// `os.totalmem()`: bytes.
     pub total_mem: u64,
+    /// `os.freemem()`: bytes; on Linux libuv reads `MemAvailable`.
+    pub free_mem: u64,
 }
 
 impl HostStats {
@@ -101,6 +204,7 @@ impl HostStats {
     /// procfs that hides them).
     pub fn read() -> HostStats {
         let read = |p: &str| std::fs::read_to_string(p).ok();
+        let meminfo = read("/proc/meminfo");
         HostStats {
             uptime: read("/proc/uptime")
                 .as_deref()
@@ -110,10 +214,8 @@ impl HostStats {
                 .as_deref()
                 .and_then(parse_loadavg)
                 .unwrap_or([0.0; 3]),
-            total_mem: read("/proc/meminfo")
-                .as_deref()
-                .and_then(parse_mem_total)
-                .unwrap_or(0),
+            total_mem: meminfo.as_deref().and_then(parse_mem_total).unwrap_or(0),
+            free_mem: meminfo.as_deref().and_then(parse_mem_free).unwrap_or(0),
         }
     }
 }
@@ -135,12 +237,19 @@ pub(crate) fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
 
 /// `MemTotal:  24684092 kB` → bytes (libuv multiplies by 1024 too).
 pub(crate) fn parse_mem_total(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line["MemTotal:".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    meminfo_bytes(text, "MemTotal:")
+}
+
+/// `os.freemem()` on Linux: `MemAvailable` (libuv), or `MemFree` on kernels
+/// older than 3.14 that lack it (libuv then falls back to sysinfo's
+/// `freeram`, which is `MemFree`).
+pub(crate) fn parse_mem_free(text: &str) -> Option<u64> {
+    meminfo_bytes(text, "MemAvailable:").or_else(|| meminfo_bytes(text, "MemFree:"))
+}
+
+fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
     kb.checked_mul(1024)
 }
 
@@ -333,6 +442,98 @@ docker0: 0 0 0
         assert_eq!(parse_mem_total("MemTotal: 99999999999999999999 kB\n"), None);
     }
 
+    const CPUINFO_X86: &str = "processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 85
+model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz
+cpu MHz\t\t: 2200.152
+
+processor\t: 1
+model name\t: Some Other Model
+";
+
+    #[test]
+    fn cpuinfo_model_of_the_first_cpu() {
+        assert_eq!(
+            parse_cpuinfo_model(CPUINFO_X86).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
+        // Old arm kernels print `Processor`; ppc prints `cpu`.
+        assert_eq!(
+            parse_cpuinfo_model("Processor\t: ARMv7 Processor rev 4 (v7l)\nBogoMIPS\t: 38.40\n")
+                .as_deref(),
+            Some("ARMv7 Processor rev 4 (v7l)")
+        );
+        assert_eq!(
+            parse_cpuinfo_model("processor\t: 0\ncpu\t\t: POWER9 (architected), altivec supported\nclock\t\t: 2200MHz\n")
+                .as_deref(),
+            Some("POWER9 (architected), altivec supported")
+        );
+        // aarch64 lists no model at all (libuv says `unknown` there).
+        assert_eq!(
+            parse_cpuinfo_model("processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n"),
+            None
+        );
+        assert_eq!(parse_cpuinfo_model("model name\t: \n"), None);
+        assert_eq!(parse_cpuinfo_model(""), None);
+    }
+
+    #[test]
+    fn stat_cpu_count() {
+        let stat = "cpu  10 0 5 100 0 0 0 0 0 0
+cpu0 5 0 3 50 0 0 0 0 0 0
+cpu1 5 0 2 50 0 0 0 0 0 0
+intr 1 2 3
+ctxt 42
+cpufreq 1
+";
+        assert_eq!(parse_stat_cpu_count(stat), 2);
+        assert_eq!(parse_stat_cpu_count(""), 0);
+    }
+
+    #[test]
+    fn meminfo_free_is_mem_available() {
+        let meminfo = "MemTotal:       24684092 kB
+MemFree:         1000000 kB
+MemAvailable:   20000000 kB
+Buffers:          100000 kB
+";
+        assert_eq!(parse_mem_free(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_total(meminfo), Some(24_684_092 * 1024));
+        // Kernels before 3.14: no MemAvailable, MemFree instead.
+        assert_eq!(
+            parse_mem_free("MemTotal: 2 kB\nMemFree: 1 kB\n"),
+            Some(1024)
+        );
+        assert_eq!(parse_mem_free("MemTotal: 2 kB\n"), None);
+        assert_eq!(parse_mem_free("MemAvailable: lots\n"), None);
+    }
+
+    #[test]
+    fn cpu_meta_from_node_cpus() {
+        let cpus = serde_json::json!([
+            {"model": "Intel(R) Xeon(R) CPU @ 2.20GHz", "speed": 2200},
+            {"model": "Intel(R) Xeon(R) CPU @ 2.20GHz", "speed": 2200}
+        ]);
+        assert_eq!(
+            CpuMeta::from_node_cpus(&cpus),
+            Some(CpuMeta {
+                number: 2,
+                info: "Intel(R) Xeon(R) CPU @ 2.20GHz".into()
+            })
+        );
+        assert_eq!(CpuMeta::from_node_cpus(&serde_json::json!([])), None);
+        assert_eq!(CpuMeta::from_node_cpus(&serde_json::Value::Null), None);
+        assert_eq!(
+            CpuMeta::from_node_cpus(&serde_json::json!([{}])),
+            Some(CpuMeta {
+                number: 1,
+                info: "no-data".into()
+            })
+        );
+    }
+
     #[test]
     fn node_names() {
         assert_eq!(node_platform("macos"), "darwin");
@@ -341,6 +542,10 @@ docker0: 0 0 0
         assert_eq!(node_os_type("linux"), "Linux");
         assert_eq!(node_os_type("macos"), "Darwin");
         assert_eq!(node_os_type("windows"), "Windows_NT");
+        assert_eq!(node_arch("x86_64"), "x64");
+        assert_eq!(node_arch("aarch64"), "arm64");
+        assert_eq!(node_arch("x86"), "ia32");
+        assert_eq!(node_arch("s390x"), "s390x");
     }
 
     #[test]
@@ -370,5 +575,9 @@ docker0: 0 0 0
         let s = HostStats::read();
         assert!(s.uptime > 0.0);
         assert!(s.total_mem > 0);
+        assert!(s.free_mem > 0 && s.free_mem <= s.total_mem);
+        let id = HostIdentity::detect();
+        assert!(id.cpu.number > 0);
+        assert!(!id.cpu.info.is_empty());
     }
 }

@@ -20,7 +20,7 @@ pub use events::{context_on_error_from_env, EventPipeline, PushAction, PushConfi
 pub use logs::LOGS_BUFFER;
 pub use profiling::{read_profile, ProfileError, MAX_PROFILE_BYTES};
 pub use status::{
-    build_status, internal_ip, status_packet, HostIdentity, HostStats, StatusContext,
+    build_status, internal_ip, status_packet, CpuMeta, HostIdentity, HostStats, StatusContext,
 };
 pub use streaming::{LogStreaming, LOG_STREAMING_DURATION};
 
@@ -93,11 +93,17 @@ mod proptests {
             agent_version: "0".into(),
             node_version: "v0".into(),
             unique_id: "u".into(),
+            interaction: None,
             host: HostIdentity {
                 username: None,
                 hostname: "h".into(),
                 platform: "linux".into(),
                 os_type: "Linux".into(),
+                arch: "x64".into(),
+                cpu: CpuMeta {
+                    number: 1,
+                    info: "c".into(),
+                },
             },
         }
     }
@@ -122,7 +128,7 @@ mod proptests {
             );
             p.streaming().start(std::time::Duration::from_secs(60));
             p.on_status_tick(&procs);
-            let status = build_status_with(&procs, &ctx(), &HostStats { uptime: 1.0, loadavg: [0.0; 3], total_mem: 1 });
+            let status = build_status_with(&procs, &ctx(), &HostStats { uptime: 1.0, loadavg: [0.0; 3], total_mem: 1, free_mem: 1 });
             prop_assert!(status["data"]["process"].as_array().unwrap().len() <= procs.len());
             for (event, packet) in events {
                 for action in p.handle(&event, packet) {

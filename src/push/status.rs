@@ -1,9 +1,12 @@
-//! The `status` payload (`DataRetriever.status` + `PushInteractor._worker`,
-//! PM2 7 / agent 2.1.1 field set), sent every second.
+//! The `status` payload (`DataRetriever.status` + `PushInteractor._worker`),
+//! sent every second on whichever transporter is up. Process entries carry
+//! the PM2 7 / agent 2.1.1 field set; the `server` entry carries the agent
+//! 1.0.x one (a superset of 2.1.1 and PM2 7's), in the 1.0.x key order
+//! (docs/js-agent-behaviour.md §4.4).
 
 use serde_json::{Map, Value};
 
-pub use super::host::{internal_ip, HostIdentity, HostStats};
+pub use super::host::{internal_ip, CpuMeta, HostIdentity, HostStats};
 use super::js;
 use crate::common::Packet;
 
@@ -24,6 +27,10 @@ pub struct StatusContext {
     pub node_version: String,
     /// `UNIQUE_SERVER_ID`: one random uuid per agent process.
     pub unique_id: String,
+    /// `interaction` (`conf.REVERSE_INTERACT`). Agent 1.0.x never sets
+    /// `REVERSE_INTERACT`, so the key is absent there (`None`); PM2's
+    /// built-in interactor sent `PM2_REVERSE_INTERACT`, usually `true`.
+    pub interaction: Option<bool>,
     pub host: HostIdentity,
 }
 
@@ -139,14 +146,33 @@ fn floor_or_zero(v: Option<&Value>) -> Value {
     }
 }
 
+/// The `server` entry, keys in the order of the 1.0.x `DataRetriever.js`
+/// object literal; `undefined` values (username, interaction, pm2_version)
+/// leave their key out.
 fn server_entry(ctx: &StatusContext, stats: &HostStats) -> Value {
+    let host = &ctx.host;
     let mut s = Map::new();
-    if let Some(u) = &ctx.host.username {
+    s.insert(
+        "loadavg".into(),
+        Value::Array(stats.loadavg.iter().map(|f| js::js_number(*f)).collect()),
+    );
+    s.insert("total_mem".into(), Value::from(stats.total_mem));
+    s.insert("free_mem".into(), Value::from(stats.free_mem));
+    let mut cpu = Map::new();
+    cpu.insert("number".into(), Value::from(host.cpu.number));
+    cpu.insert("info".into(), Value::String(host.cpu.info.clone()));
+    s.insert("cpu".into(), Value::Object(cpu));
+    if let Some(u) = &host.username {
         s.insert("username".into(), Value::String(u.clone()));
     }
-    s.insert("hostname".into(), Value::String(ctx.host.hostname.clone()));
+    s.insert("hostname".into(), Value::String(host.hostname.clone()));
     s.insert("uptime".into(), js::js_number(stats.uptime));
-    s.insert("platform".into(), Value::String(ctx.host.platform.clone()));
+    s.insert("type".into(), Value::String(host.os_type.clone()));
+    s.insert("platform".into(), Value::String(host.platform.clone()));
+    s.insert("arch".into(), Value::String(host.arch.clone()));
+    if let Some(i) = ctx.interaction {
+        s.insert("interaction".into(), Value::Bool(i));
+    }
     if let Some(v) = &ctx.pm2_version {
         s.insert("pm2_version".into(), Value::String(v.clone()));
     }
@@ -159,12 +185,6 @@ fn server_entry(ctx: &StatusContext, stats: &HostStats) -> Value {
         Value::String(ctx.node_version.clone()),
     );
     s.insert("unique_id".into(), Value::String(ctx.unique_id.clone()));
-    s.insert(
-        "loadavg".into(),
-        Value::Array(stats.loadavg.iter().map(|f| js::js_number(*f)).collect()),
-    );
-    s.insert("total_mem".into(), Value::from(stats.total_mem));
-    s.insert("type".into(), Value::String(ctx.host.os_type.clone()));
     Value::Object(s)
 }
 
@@ -188,11 +208,17 @@ mod tests {
             agent_version: "7.0.4".into(),
             node_version: "v20.20.2".into(),
             unique_id: "99146de2-68e9-4160-b99e-d33f2f92716e".into(),
+            interaction: None,
             host: HostIdentity {
                 username: Some("root".into()),
                 hostname: "vm".into(),
                 platform: "linux".into(),
                 os_type: "Linux".into(),
+                arch: "x64".into(),
+                cpu: CpuMeta {
+                    number: 4,
+                    info: "Intel(R) Xeon(R) CPU @ 2.20GHz".into(),
+                },
             },
         }
     }
@@ -201,6 +227,7 @@ mod tests {
         uptime: 966.93,
         loadavg: [2.53, 1.0, 0.0],
         total_mem: 25_276_510_208,
+        free_mem: 20_480_000_000,
     };
 
     fn procs() -> Vec<Value> {
@@ -219,7 +246,7 @@ mod tests {
         let status = build_status_with(&[], &ctx(), &STATS);
         assert_eq!(
             serde_json::to_string(&status).unwrap(),
-            r#"{"data":{"process":[],"server":{"username":"root","hostname":"vm","uptime":966.93,"platform":"linux","pm2_version":"7.0.4","pm2_agent_version":"7.0.4","node_version":"v20.20.2","unique_id":"99146de2-68e9-4160-b99e-d33f2f92716e","loadavg":[2.53,1,0],"total_mem":25276510208,"type":"Linux"}},"server_name":"m1","internal_ip":"10.0.0.2"}"#
+            r#"{"data":{"process":[],"server":{"loadavg":[2.53,1,0],"total_mem":25276510208,"free_mem":20480000000,"cpu":{"number":4,"info":"Intel(R) Xeon(R) CPU @ 2.20GHz"},"username":"root","hostname":"vm","uptime":966.93,"type":"Linux","platform":"linux","arch":"x64","pm2_version":"7.0.4","pm2_agent_version":"7.0.4","node_version":"v20.20.2","unique_id":"99146de2-68e9-4160-b99e-d33f2f92716e"}},"server_name":"m1","internal_ip":"10.0.0.2"}"#
         );
     }
 
@@ -242,15 +269,18 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "hostname",
-                "uptime",
-                "platform",
-                "pm2_agent_version",
-                "node_version",
-                "unique_id",
                 "loadavg",
                 "total_mem",
-                "type"
+                "free_mem",
+                "cpu",
+                "hostname",
+                "uptime",
+                "type",
+                "platform",
+                "arch",
+                "pm2_agent_version",
+                "node_version",
+                "unique_id"
             ]
         );
         assert_eq!(server["uptime"].to_string(), "12");
@@ -262,6 +292,119 @@ mod tests {
             .collect();
         assert_eq!(top, ["data", "server_name", "internal_ip", "rev_con"]);
         assert_eq!(status["rev_con"], json!(true));
+    }
+
+    /// Every key of the 1.0.x `DataRetriever.js` server literal, in its
+    /// order, with the type `JSON.stringify` gives it.
+    #[test]
+    fn server_entry_has_the_full_1_0_field_set_with_js_types() {
+        let mut c = ctx();
+        c.interaction = Some(true);
+        let status = build_status_with(&[], &c, &STATS);
+        let server = status["data"]["server"].as_object().unwrap();
+        let keys: Vec<&str> = server.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "loadavg",
+                "total_mem",
+                "free_mem",
+                "cpu",
+                "username",
+                "hostname",
+                "uptime",
+                "type",
+                "platform",
+                "arch",
+                "interaction",
+                "pm2_version",
+                "pm2_agent_version",
+                "node_version",
+                "unique_id"
+            ]
+        );
+        let loadavg = server["loadavg"].as_array().unwrap();
+        assert_eq!(loadavg.len(), 3);
+        assert!(loadavg.iter().all(Value::is_number));
+        assert_eq!(loadavg[0], json!(2.53));
+        assert_eq!(server["total_mem"], json!(25_276_510_208u64));
+        assert_eq!(server["free_mem"], json!(20_480_000_000u64));
+        assert_eq!(
+            server["cpu"],
+            json!({"number": 4, "info": "Intel(R) Xeon(R) CPU @ 2.20GHz"})
+        );
+        assert!(server["cpu"]["number"].is_u64());
+        for key in [
+            "username",
+            "hostname",
+            "type",
+            "platform",
+            "arch",
+            "pm2_version",
+            "pm2_agent_version",
+            "node_version",
+            "unique_id",
+        ] {
+            assert!(server[key].is_string(), "{key} is not a string");
+        }
+        assert!(server["uptime"].is_number());
+        assert_eq!(server["interaction"], json!(true));
+        assert_eq!(server["arch"], json!("x64"));
+        assert_eq!(server["type"], json!("Linux"));
+    }
+
+    #[test]
+    fn no_cpu_listed_reads_no_data() {
+        let mut c = ctx();
+        c.host.cpu = CpuMeta {
+            number: 0,
+            info: CpuMeta::NO_DATA.into(),
+        };
+        let status = build_status_with(&[], &c, &STATS);
+        assert_eq!(
+            status["data"]["server"]["cpu"],
+            json!({"number": 0, "info": "no-data"})
+        );
+    }
+
+    /// `DataRetriever.js` reads `proc.pm2_env.name` / `proc.pm2_env.pm_id`;
+    /// the top-level copies of the `getMonitorData` entry are ignored.
+    #[test]
+    fn name_and_pm_id_come_from_pm2_env() {
+        let list = vec![json!({
+            "pid": 1,
+            "name": "old",
+            "pm_id": 7,
+            "pm2_env": {"name": "new", "pm_id": 3},
+            "monit": {"cpu": 0, "memory": 0}
+        })];
+        let status = build_status_with(&list, &ctx(), &STATS);
+        let p = &status["data"]["process"][0];
+        assert_eq!(p["name"], json!("new"));
+        assert_eq!(p["pm_id"], json!(3));
+        let text = serde_json::to_string(&status).unwrap();
+        assert!(!text.contains("\"old\""), "{text}");
+        assert!(!text.contains(":7"), "{text}");
+        // A top-level `_old_` name does not filter the process; pm2_env's does.
+        let mut list = list;
+        list[0]["name"] = json!("x_old_1");
+        assert_eq!(
+            build_status_with(&list, &ctx(), &STATS)["data"]["process"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        list[0]["name"] = json!("x");
+        list[0]["pm2_env"]["name"] = json!("x_old_1");
+        assert!(build_status_with(&list, &ctx(), &STATS)["data"]["process"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        // No pm2_env name/pm_id: the keys are absent, never the top-level ones.
+        let list = vec![json!({"name": "old", "pm_id": 7, "pm2_env": {}})];
+        let p = &build_status_with(&list, &ctx(), &STATS)["data"]["process"][0];
+        assert!(p.get("name").is_none() && p.get("pm_id").is_none(), "{p}");
     }
 
     #[test]
@@ -329,6 +472,10 @@ mod tests {
         assert!(server["uptime"].is_number());
         assert_eq!(server["loadavg"].as_array().unwrap().len(), 3);
         assert!(server["total_mem"].is_u64());
+        assert!(server["free_mem"].is_u64());
+        assert!(server["cpu"]["number"].is_u64());
+        assert!(server["cpu"]["info"].is_string());
+        assert!(server["arch"].is_string());
         assert_eq!(status_packet(&[], &ctx()).channel, "status");
     }
 }
