@@ -324,7 +324,7 @@ async fn reverify_loop(
     }
 }
 
-/// The IPC message of a completed verification (protocols.md §6).
+/// The IPC message of a completed verification (docs/protocols.md §6).
 pub fn success_message(cfg: &DaemonConfig, km_data: &Value) -> Value {
     json!({
         "error": false,

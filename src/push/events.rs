@@ -44,7 +44,7 @@ pub struct PushConfig {
 /// `ENABLE_CONTEXT_ON_ERROR` from the environment. JS reads
 /// `PM2_AGENT_ENABLE_CONTEXT_ON_ERROR` (`'true'` or unset → on), then lets
 /// `PM2_ENABLE_CONTEXT_ON_ERROR` override it with a *string*, which its
-/// `=== true` check turns into "off" whatever the value (accident #9).
+/// `=== true` check turns into "off" whatever the value (docs/js-agent-behaviour.md §6.9).
 /// Here both variables mean what they say: on only for `true`.
 pub fn context_on_error_from_env(get: impl Fn(&str) -> Option<String>) -> bool {
     if let Some(v) = get("PM2_ENABLE_CONTEXT_ON_ERROR").filter(|v| !v.is_empty()) {
@@ -66,7 +66,7 @@ struct ProcState {
 pub struct EventPipeline {
     cfg: PushConfig,
     /// By process name (`proc.name`), rebuilt from every tick so removed
-    /// apps do not linger (JS never pruned; accident #14).
+    /// apps do not linger (JS never pruned; docs/js-agent-behaviour.md §6.14).
     processes: HashMap<String, ProcState>,
     /// By pm_id (JSON text, so `0` and `"0"` differ as in a JS Map), rebuilt
     /// the same way.
