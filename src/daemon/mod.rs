@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
-use crate::transport::Endpoints;
 use verify::Verdict;
 
 /// What the daemon asks of its host process.
@@ -341,17 +340,4 @@ async fn send_to_parent(host: &mpsc::Sender<HostEvent>, msg: Value) {
     if host.send(HostEvent::SendToParent(msg)).await.is_err() {
         tracing::debug!("host gone; IPC message not delivered");
     }
-}
-
-/// `remote_host` and friends read from the last verification.
-pub fn endpoints_of(km_data: &Value) -> Endpoints {
-    km_data
-        .get("endpoints")
-        .and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -41,18 +41,6 @@ pub struct PushConfig {
     pub enable_context_on_error: bool,
 }
 
-/// `ENABLE_CONTEXT_ON_ERROR` from the environment. JS reads
-/// `PM2_AGENT_ENABLE_CONTEXT_ON_ERROR` (`'true'` or unset → on), then lets
-/// `PM2_ENABLE_CONTEXT_ON_ERROR` override it with a *string*, which its
-/// `=== true` check turns into "off" whatever the value (docs/js-agent-behaviour.md §6.9).
-/// Here both variables mean what they say: on only for `true`.
-pub fn context_on_error_from_env(get: impl Fn(&str) -> Option<String>) -> bool {
-    if let Some(v) = get("PM2_ENABLE_CONTEXT_ON_ERROR").filter(|v| !v.is_empty()) {
-        return v == "true";
-    }
-    get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR").is_none_or(|v| v == "true")
-}
-
 /// What the event filter needs to know about a process, from its last
 /// `pm2_env`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -668,30 +656,5 @@ mod tests {
             assert!(!loosely_true(Some(&v)), "{v}");
         }
         assert!(!loosely_true(None));
-    }
-
-    #[test]
-    fn context_flag_from_env() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert!(context_on_error_from_env(env(&[])));
-        assert!(!context_on_error_from_env(env(&[(
-            "PM2_AGENT_ENABLE_CONTEXT_ON_ERROR",
-            "false"
-        )])));
-        assert!(context_on_error_from_env(env(&[(
-            "PM2_ENABLE_CONTEXT_ON_ERROR",
-            "true"
-        )])));
-        assert!(!context_on_error_from_env(env(&[
-            ("PM2_ENABLE_CONTEXT_ON_ERROR", "0"),
-            ("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR", "true")
-        ])));
     }
 }

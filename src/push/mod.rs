@@ -16,7 +16,7 @@ pub mod status;
 pub mod streaming;
 pub mod transactions;
 
-pub use events::{context_on_error_from_env, EventPipeline, PushAction, PushConfig};
+pub use events::{EventPipeline, PushAction, PushConfig};
 pub use logs::LOGS_BUFFER;
 pub use profiling::{read_profile, ProfileError, MAX_PROFILE_BYTES};
 pub use status::{
