@@ -79,7 +79,11 @@ pub struct DaemonConfig {
     pub ws_gzip: bool,
     pub status_interval: Duration,
     pub packet_queue_size: usize,
+    /// `LOGS_BUFFER`: bus log entries kept per app, attached to its next
+    /// exception as `last_logs` (`PM2_LOGS_BUFFER`, default 8).
     pub logs_buffer: usize,
+    /// `CONTEXT_ON_ERROR`: source lines before and after the failing line in
+    /// an exception's `context` (`PM2_CONTEXT_ON_ERROR`, default 4).
     pub context_on_error: usize,
     pub enable_context_on_error: bool,
     pub trace_flush_interval: Duration,

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::context::StackContext;
+use super::context::{StackContext, CONTEXT_ON_ERROR};
 use super::js;
-use super::logs::LogBuffers;
+use super::logs::{LogBuffers, LOGS_BUFFER, MAX_LOG_APPS, MAX_LOG_ENTRY_BYTES};
 use super::profiling::profile_request;
 use super::streaming::LogStreaming;
 use crate::transport::Packet;
@@ -39,6 +39,32 @@ pub struct PushConfig {
     /// `ENABLE_CONTEXT_ON_ERROR`: attach `last_logs`/`callsite`/`context`
     /// to `process:exception`.
     pub enable_context_on_error: bool,
+    /// `LOGS_BUFFER` (`PM2_LOGS_BUFFER`): bus log entries kept per app, the
+    /// `last_logs` of its next exception (at least 1, as in JS).
+    pub logs_buffer: usize,
+    /// `CONTEXT_ON_ERROR` (`PM2_CONTEXT_ON_ERROR`): source lines shown before
+    /// and after the line of an exception's callsite.
+    pub context_on_error: usize,
+}
+
+impl PushConfig {
+    /// The JS agent's defaults: context on, [`LOGS_BUFFER`] entries,
+    /// [`CONTEXT_ON_ERROR`] lines.
+    pub fn new(machine_name: impl Into<String>, public_key: impl Into<String>) -> Self {
+        PushConfig {
+            machine_name: machine_name.into(),
+            public_key: public_key.into(),
+            enable_context_on_error: true,
+            logs_buffer: LOGS_BUFFER,
+            context_on_error: CONTEXT_ON_ERROR,
+        }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig::new("", "")
+    }
 }
 
 /// What the event filter needs to know about a process, from its last
@@ -70,14 +96,15 @@ impl EventPipeline {
         Self::with_context(cfg, streaming, StackContext::from_fs())
     }
 
+    /// `cfg.context_on_error` replaces the context size of `context`.
     pub fn with_context(cfg: PushConfig, streaming: LogStreaming, context: StackContext) -> Self {
         EventPipeline {
-            cfg,
             processes: HashMap::new(),
             broadcast_logs: HashMap::new(),
-            logs: LogBuffers::default(),
+            logs: LogBuffers::with_limits(MAX_LOG_APPS, cfg.logs_buffer, MAX_LOG_ENTRY_BYTES),
             streaming,
-            context,
+            context: context.with_context_lines(cfg.context_on_error),
+            cfg,
         }
     }
 
@@ -321,17 +348,17 @@ mod tests {
     }
 
     fn cfg() -> PushConfig {
-        PushConfig {
-            machine_name: "m1".into(),
-            public_key: "pub".into(),
-            enable_context_on_error: true,
-        }
+        PushConfig::new("m1", "pub")
     }
 
     fn pipeline() -> EventPipeline {
+        pipeline_with(cfg())
+    }
+
+    fn pipeline_with(cfg: PushConfig) -> EventPipeline {
         let files = Files(vec![("/app/index.js", "a\nb\n\tthrow err\nd\n")]);
         let mut p = EventPipeline::with_context(
-            cfg(),
+            cfg,
             LogStreaming::new(),
             StackContext::new(SourceCache::new(Box::new(files))),
         );
@@ -498,6 +525,43 @@ mod tests {
             body,
             r#"{"data":{"message":"m"},"process":{"pm_id":1,"name":"loud","rev":null,"server":"m1"}}"#
         );
+    }
+
+    #[test]
+    fn buffer_and_context_sizes_come_from_the_config() {
+        let mut p = pipeline_with(PushConfig {
+            logs_buffer: 2,
+            context_on_error: 1,
+            ..cfg()
+        });
+        for line in ["1\n", "2\n", "3\n"] {
+            p.handle("log:err", log("app", json!(0), line));
+        }
+        let (_, body) = sent(p.handle(
+            "process:exception",
+            json!({"data": {"stack": "Error: boom\n    at main (/app/index.js:3:5)"}, "process": {"pm_id": 0, "name": "app"}}),
+        ))
+        .unwrap();
+        let data = serde_json::from_str::<Value>(&body).unwrap()["data"].clone();
+        assert_eq!(data["last_logs"], json!(["2\n", "3\n"]));
+        assert_eq!(data["context"], json!("b\n>>throw err\nd"));
+
+        // 0 lines of context: the failing line alone; a 0 buffer keeps one entry.
+        let mut p = pipeline_with(PushConfig {
+            logs_buffer: 0,
+            context_on_error: 0,
+            ..cfg()
+        });
+        p.handle("log:err", log("app", json!(0), "1\n"));
+        p.handle("log:err", log("app", json!(0), "2\n"));
+        let (_, body) = sent(p.handle(
+            "process:exception",
+            json!({"data": {"stack": "Error: boom\n    at main (/app/index.js:3:5)"}, "process": {"pm_id": 0, "name": "app"}}),
+        ))
+        .unwrap();
+        let data = serde_json::from_str::<Value>(&body).unwrap()["data"].clone();
+        assert_eq!(data["last_logs"], json!(["2\n"]));
+        assert_eq!(data["context"], json!(">>throw err"));
     }
 
     #[test]

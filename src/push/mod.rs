@@ -117,7 +117,7 @@ mod proptests {
             ], any_json()), 0..8),
         ) {
             let mut p = EventPipeline::new(
-                PushConfig { machine_name: "m".into(), public_key: "k".into(), enable_context_on_error: true },
+                PushConfig::new("m", "k"),
                 LogStreaming::new(),
             );
             p.streaming().start(std::time::Duration::from_secs(60));
