@@ -47,13 +47,13 @@ async function rust(t, op, secret, text) {
 
 const SECRET = 'secret-key-123';
 
-test('cipher: EVP_BytesToKey in the test matches protocols.md', () => {
+test('cipher: EVP_BytesToKey in the test matches docs/protocols.md', () => {
   const { key, iv } = bytesToKey(SECRET);
   assert.equal(key.toString('hex'), '30b7081680c1c64494e213492601b75f34b241624496a94d0fd0d370e6e0629e');
   assert.equal(iv.toString('hex'), '7e73f5d10dcbee8f94a1b3a96e8afaf7');
 });
 
-test('cipher: protocols.md test vectors, both directions', T, async (t) => {
+test('cipher: docs/protocols.md test vectors, both directions', T, async (t) => {
   const vectors = [
     ['{"machine_name":"m1"}', '20cc88ff46886de5293d36ad4f8ff585db9214355001f419c7ef37409caa3665'],
     ['hello', '47fce5eea52120b285f62c79da28e85a'],

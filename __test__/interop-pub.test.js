@@ -84,7 +84,7 @@ test('pub (connect) → JS sub bound on a unix path; the subscriber may come up 
 });
 
 test('pub (connect): exact AMP bytes as captured from pm2-axon', T, async (t) => {
-  // A raw TCP server, to compare bytes with protocols.md §1.
+  // A raw TCP server, to compare bytes with docs/protocols.md §1.
   const chunks = [];
   const conns = [];
   const server = net.createServer((s) => {

@@ -8,7 +8,7 @@
  * axon req socket; `launchRPC` therefore exposes the agent's two RPC methods,
  * `kill` and `getInfos`, once something accepts on interactor.sock.
  *
- * Deliberate differences from the JS agent (see notes/agent-spec.md §6):
+ * Deliberate differences from the JS agent (see docs/js-agent-behaviour.md §6):
  *  - the secret key is never printed (shown as `****` + its last 4 chars);
  *  - agent.json5 and agent.log are created (and an existing agent.json5 is
  *    chmod-ed) with mode 0600; agent.json5 that is valid JSON is read as is,

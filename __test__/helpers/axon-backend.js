@@ -3,7 +3,7 @@
 // backend used: a pm2-axon `sub` socket bound on the push port and an
 // nssocket server on the reverse port, which asks every new connection to
 // authenticate (`["ask",null]`). Push frames are deciphered with the secret
-// key (Node's crypto, protocols.md §5) and recorded; commands are ciphered
+// key (Node's crypto, docs/protocols.md §5) and recorded; commands are ciphered
 // the same way before they are sent.
 
 const crypto = require('crypto')

@@ -81,7 +81,11 @@ pub struct DaemonConfig {
     pub ws_gzip: bool,
     pub status_interval: Duration,
     pub packet_queue_size: usize,
+    /// `LOGS_BUFFER`: bus log entries kept per app, attached to its next
+    /// exception as `last_logs` (`PM2_LOGS_BUFFER`, default 8).
     pub logs_buffer: usize,
+    /// `CONTEXT_ON_ERROR`: source lines before and after the failing line in
+    /// an exception's `context` (`PM2_CONTEXT_ON_ERROR`, default 4).
     pub context_on_error: usize,
     pub enable_context_on_error: bool,
     pub trace_flush_interval: Duration,
@@ -181,7 +185,8 @@ impl DaemonConfig {
             None => matches!(get("NODE_ENV").as_deref(), Some("test" | "development")),
         };
         // JS: `DEBUG = PM2_DEBUG || false`, so even `PM2_DEBUG=false` turned
-        // censoring off (accident #9); here only a value meaning "on" does.
+        // censoring off (docs/js-agent-behaviour.md §6.9); here only a value
+        // meaning "on" does.
         let trace_censoring = get("PM2_DEBUG").is_none_or(|v| v == "false" || v == "0");
         let enable_context_on_error = match get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR")
             .or_else(|| get("PM2_ENABLE_CONTEXT_ON_ERROR"))
@@ -390,7 +395,7 @@ mod tests {
         let c = with(&[("PM2_DEBUG", "false"), ("NODE_ENV", "test")]);
         assert!(
             c.trace_censoring,
-            "PM2_DEBUG=false keeps censoring (JS: accident #9)"
+            "PM2_DEBUG=false keeps censoring (JS: docs/js-agent-behaviour.md §6.9)"
         );
         assert_eq!(c.aggregation_duration, Duration::from_secs(600));
         let c = with(&[("PM2_AGGREGATION_DURATION", "12")]);

@@ -324,7 +324,7 @@ async fn reverify_loop(
     }
 }
 
-/// The IPC message of a completed verification (protocols.md §6).
+/// The IPC message of a completed verification (docs/protocols.md §6).
 pub fn success_message(cfg: &DaemonConfig, km_data: &Value) -> Value {
     json!({
         "error": false,
@@ -341,17 +341,4 @@ async fn send_to_parent(host: &mpsc::Sender<HostEvent>, msg: Value) {
     if host.send(HostEvent::SendToParent(msg)).await.is_err() {
         tracing::debug!("host gone; IPC message not delivered");
     }
-}
-
-/// `remote_host` and friends read from the last verification.
-pub fn endpoints_of(km_data: &Value) -> Endpoints {
-    km_data
-        .get("endpoints")
-        .and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
 }

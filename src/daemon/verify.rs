@@ -1,5 +1,5 @@
 //! `POST {KEYMETRICS_NODE}/api/node/verifyPM2` and what its answer means
-//! (protocols.md §8). The request is sent by [`verify`]; [`judge`] is the
+//! (docs/protocols.md §8). The request is sent by [`verify`]; [`judge`] is the
 //! pure decision the daemon takes on the answer.
 
 use std::time::Duration;

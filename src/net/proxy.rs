@@ -101,12 +101,6 @@ impl ProxyConfig {
         })
     }
 
-    /// Adds `NO_PROXY`-style exemptions (comma or space separated).
-    pub fn with_no_proxy(mut self, list: &str) -> ProxyConfig {
-        self.no_proxy = NoProxy::parse(list);
-        self
-    }
-
     /// True when no proxy variable is set at all.
     pub fn is_empty(&self) -> bool {
         self.pm2.is_none() && self.http.is_none() && self.https.is_none() && self.all.is_none()

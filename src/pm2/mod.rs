@@ -95,10 +95,6 @@ impl Pm2Client {
         &self.bus
     }
 
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
-        self.rpc.ready(timeout).await
-    }
-
     pub async fn close(&self) {
         self.bus.close();
         self.rpc.close().await;

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn matches_captured_frames() {
-        // protocols.md §1, captured from pm2-axon.
+        // docs/protocols.md §1, captured from pm2-axon.
         assert_eq!(
             hex(&encode_to_bytes(&[Arg::str("hi")]).unwrap()),
             "1100000004733a6869"

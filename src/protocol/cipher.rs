@@ -2,7 +2,7 @@
 //! secret)`), used by the Axon transporter: AES-256-CBC with PKCS#7, key and
 //! IV from OpenSSL's `EVP_BytesToKey(MD5, no salt, 1 round)` over the UTF-8
 //! secret, ciphertext as lowercase hex. The IV is fixed per secret, which is
-//! what the backend expects (protocols.md §5).
+//! what the backend expects (docs/protocols.md §5).
 
 use aes::Aes256;
 use cbc::cipher::{block_padding::Pkcs7, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
@@ -87,7 +87,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    // Vectors from protocols.md §5 (Node's createCipher with 'secret-key-123').
+    // Vectors from docs/protocols.md §5 (Node's createCipher with 'secret-key-123').
     const VECTORS: &[(&str, &str)] = &[
         (
             r#"{"machine_name":"m1"}"#,

@@ -1,4 +1,4 @@
-//! Node's IPC channel with `serialization: 'json'` (protocols.md §6): each
+//! Node's IPC channel with `serialization: 'json'` (docs/protocols.md §6): each
 //! message is `JSON.stringify(msg) + "\n"` on a stream socketpair whose fd the
 //! child finds in `NODE_CHANNEL_FD`.
 

@@ -3,7 +3,7 @@
 //! The event string is split on `::` (not `:`, so `trigger:pm2:action` is a
 //! single segment); missing data is sent as `null`; array data is flattened
 //! into the line by JS `concat`. A receiver takes the last element as the
-//! data and the others as the event path (protocols.md §4).
+//! data and the others as the event path (docs/protocols.md §4).
 
 use serde_json::Value;
 

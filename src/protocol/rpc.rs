@@ -1,6 +1,7 @@
-//! pm2-axon-rpc messages (protocols.md §3). Every RPC frame carries exactly
-//! two AMP arguments: this JSON object and the req/rep message id; the id is
-//! handled by the socket layer, this module only deals with the object.
+//! pm2-axon-rpc messages (docs/protocols.md §3). Every RPC frame carries
+//! exactly two AMP arguments: this JSON object and the req/rep message id;
+//! the id is handled by the socket layer, this module only deals with the
+//! object.
 
 use serde_json::{json, Map, Value};
 

@@ -1,4 +1,4 @@
-//! Topic patterns of pm2-axon's `sub-emitter` (protocols.md §2.3).
+//! Topic patterns of pm2-axon's `sub-emitter` (docs/protocols.md §2.3).
 //!
 //! JS turns a pattern into a regex: escape it, replace every `*` with a
 //! greedy `(.+)`, anchor with `^…$`. So `*` matches one or more characters

@@ -1,7 +1,8 @@
 //! Source context for exceptions (`Utility.StackTraceParser` + the file
 //! `Utility.Cache`): finds the first user frame of an error, reads that
 //! source file and attaches `callsite` (`file:line`) and `context` (±4 lines
-//! with a `>>` marker) to the error object.
+//! by default, `PM2_CONTEXT_ON_ERROR`, with a `>>` marker) to the error
+//! object.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -169,6 +170,13 @@ impl StackContext {
             cache,
             context_lines: CONTEXT_ON_ERROR,
         }
+    }
+
+    /// Shows `lines` lines before and after the failing one
+    /// (`CONTEXT_ON_ERROR`, default [`CONTEXT_ON_ERROR`]).
+    pub fn with_context_lines(mut self, lines: usize) -> Self {
+        self.context_lines = lines;
+        self
     }
 
     /// Reads real files (the production setup).

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::context::StackContext;
+use super::context::{StackContext, CONTEXT_ON_ERROR};
 use super::js;
-use super::logs::LogBuffers;
+use super::logs::{LogBuffers, LOGS_BUFFER, MAX_LOG_APPS, MAX_LOG_ENTRY_BYTES};
 use super::profiling::profile_request;
 use super::streaming::LogStreaming;
 use crate::common::Packet;
@@ -39,18 +39,32 @@ pub struct PushConfig {
     /// `ENABLE_CONTEXT_ON_ERROR`: attach `last_logs`/`callsite`/`context`
     /// to `process:exception`.
     pub enable_context_on_error: bool,
+    /// `LOGS_BUFFER` (`PM2_LOGS_BUFFER`): bus log entries kept per app, the
+    /// `last_logs` of its next exception (at least 1, as in JS).
+    pub logs_buffer: usize,
+    /// `CONTEXT_ON_ERROR` (`PM2_CONTEXT_ON_ERROR`): source lines shown before
+    /// and after the line of an exception's callsite.
+    pub context_on_error: usize,
 }
 
-/// `ENABLE_CONTEXT_ON_ERROR` from the environment. JS reads
-/// `PM2_AGENT_ENABLE_CONTEXT_ON_ERROR` (`'true'` or unset → on), then lets
-/// `PM2_ENABLE_CONTEXT_ON_ERROR` override it with a *string*, which its
-/// `=== true` check turns into "off" whatever the value (accident #9).
-/// Here both variables mean what they say: on only for `true`.
-pub fn context_on_error_from_env(get: impl Fn(&str) -> Option<String>) -> bool {
-    if let Some(v) = get("PM2_ENABLE_CONTEXT_ON_ERROR").filter(|v| !v.is_empty()) {
-        return v == "true";
+impl PushConfig {
+    /// The JS agent's defaults: context on, [`LOGS_BUFFER`] entries,
+    /// [`CONTEXT_ON_ERROR`] lines.
+    pub fn new(machine_name: impl Into<String>, public_key: impl Into<String>) -> Self {
+        PushConfig {
+            machine_name: machine_name.into(),
+            public_key: public_key.into(),
+            enable_context_on_error: true,
+            logs_buffer: LOGS_BUFFER,
+            context_on_error: CONTEXT_ON_ERROR,
+        }
     }
-    get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR").is_none_or(|v| v == "true")
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig::new("", "")
+    }
 }
 
 /// What the event filter needs to know about a process, from its last
@@ -66,7 +80,7 @@ struct ProcState {
 pub struct EventPipeline {
     cfg: PushConfig,
     /// By process name (`proc.name`), rebuilt from every tick so removed
-    /// apps do not linger (JS never pruned; accident #14).
+    /// apps do not linger (JS never pruned; docs/js-agent-behaviour.md §6.14).
     processes: HashMap<String, ProcState>,
     /// By pm_id (JSON text, so `0` and `"0"` differ as in a JS Map), rebuilt
     /// the same way.
@@ -82,14 +96,15 @@ impl EventPipeline {
         Self::with_context(cfg, streaming, StackContext::from_fs())
     }
 
+    /// `cfg.context_on_error` replaces the context size of `context`.
     pub fn with_context(cfg: PushConfig, streaming: LogStreaming, context: StackContext) -> Self {
         EventPipeline {
-            cfg,
             processes: HashMap::new(),
             broadcast_logs: HashMap::new(),
-            logs: LogBuffers::default(),
+            logs: LogBuffers::with_limits(MAX_LOG_APPS, cfg.logs_buffer, MAX_LOG_ENTRY_BYTES),
             streaming,
-            context,
+            context: context.with_context_lines(cfg.context_on_error),
+            cfg,
         }
     }
 
@@ -333,17 +348,17 @@ mod tests {
     }
 
     fn cfg() -> PushConfig {
-        PushConfig {
-            machine_name: "m1".into(),
-            public_key: "pub".into(),
-            enable_context_on_error: true,
-        }
+        PushConfig::new("m1", "pub")
     }
 
     fn pipeline() -> EventPipeline {
+        pipeline_with(cfg())
+    }
+
+    fn pipeline_with(cfg: PushConfig) -> EventPipeline {
         let files = Files(vec![("/app/index.js", "a\nb\n\tthrow err\nd\n")]);
         let mut p = EventPipeline::with_context(
-            cfg(),
+            cfg,
             LogStreaming::new(),
             StackContext::new(SourceCache::new(Box::new(files))),
         );
@@ -513,6 +528,43 @@ mod tests {
     }
 
     #[test]
+    fn buffer_and_context_sizes_come_from_the_config() {
+        let mut p = pipeline_with(PushConfig {
+            logs_buffer: 2,
+            context_on_error: 1,
+            ..cfg()
+        });
+        for line in ["1\n", "2\n", "3\n"] {
+            p.handle("log:err", log("app", json!(0), line));
+        }
+        let (_, body) = sent(p.handle(
+            "process:exception",
+            json!({"data": {"stack": "Error: boom\n    at main (/app/index.js:3:5)"}, "process": {"pm_id": 0, "name": "app"}}),
+        ))
+        .unwrap();
+        let data = serde_json::from_str::<Value>(&body).unwrap()["data"].clone();
+        assert_eq!(data["last_logs"], json!(["2\n", "3\n"]));
+        assert_eq!(data["context"], json!("b\n>>throw err\nd"));
+
+        // 0 lines of context: the failing line alone; a 0 buffer keeps one entry.
+        let mut p = pipeline_with(PushConfig {
+            logs_buffer: 0,
+            context_on_error: 0,
+            ..cfg()
+        });
+        p.handle("log:err", log("app", json!(0), "1\n"));
+        p.handle("log:err", log("app", json!(0), "2\n"));
+        let (_, body) = sent(p.handle(
+            "process:exception",
+            json!({"data": {"stack": "Error: boom\n    at main (/app/index.js:3:5)"}, "process": {"pm_id": 0, "name": "app"}}),
+        ))
+        .unwrap();
+        let data = serde_json::from_str::<Value>(&body).unwrap()["data"].clone();
+        assert_eq!(data["last_logs"], json!(["2\n"]));
+        assert_eq!(data["context"], json!(">>throw err"));
+    }
+
+    #[test]
     fn exceptions_without_object_data_or_with_context_disabled() {
         let mut p = pipeline();
         for data in [json!(null), json!("boom"), json!([1])] {
@@ -668,30 +720,5 @@ mod tests {
             assert!(!loosely_true(Some(&v)), "{v}");
         }
         assert!(!loosely_true(None));
-    }
-
-    #[test]
-    fn context_flag_from_env() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert!(context_on_error_from_env(env(&[])));
-        assert!(!context_on_error_from_env(env(&[(
-            "PM2_AGENT_ENABLE_CONTEXT_ON_ERROR",
-            "false"
-        )])));
-        assert!(context_on_error_from_env(env(&[(
-            "PM2_ENABLE_CONTEXT_ON_ERROR",
-            "true"
-        )])));
-        assert!(!context_on_error_from_env(env(&[
-            ("PM2_ENABLE_CONTEXT_ON_ERROR", "0"),
-            ("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR", "true")
-        ])));
     }
 }

@@ -16,7 +16,7 @@ pub mod status;
 pub mod streaming;
 pub mod transactions;
 
-pub use events::{context_on_error_from_env, EventPipeline, PushAction, PushConfig};
+pub use events::{EventPipeline, PushAction, PushConfig};
 pub use logs::LOGS_BUFFER;
 pub use profiling::{read_profile, ProfileError, MAX_PROFILE_BYTES};
 pub use status::{
@@ -123,7 +123,7 @@ mod proptests {
             ], any_json()), 0..8),
         ) {
             let mut p = EventPipeline::new(
-                PushConfig { machine_name: "m".into(), public_key: "k".into(), enable_context_on_error: true },
+                PushConfig::new("m", "k"),
                 LogStreaming::new(),
             );
             p.streaming().start(std::time::Duration::from_secs(60));

@@ -62,7 +62,8 @@ async fn call(
 /// `_callWithProcessId`: with an `id` key, one call as is. Without, every
 /// process named `name` (or whose script is `name` resolved against `cwd`)
 /// gets its own call, each with its own copy of the parameters (JS mutated
-/// one shared object: accident #15); no match → one call with `id: name`.
+/// one shared object: docs/js-agent-behaviour.md §6.15); no match → one call
+/// with `id: name`.
 async fn call_with_process_id(
     api: &dyn Pm2Api,
     cwd: &Path,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// pm2-axon's reconnect schedule: 100 ms, then ×1.5 (rounded) up to 5 s,
-/// back to 100 ms after a successful connect (protocols.md §2.1).
+/// back to 100 ms after a successful connect (docs/protocols.md §2.1).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: f64,

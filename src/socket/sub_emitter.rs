@@ -1,6 +1,6 @@
 //! pm2-axon `sub-emitter`: connects to a `pub`/`pub-emitter` (PM2's
 //! `pub.sock`) and hands each frame to the subscriptions whose topic pattern
-//! matches its first argument, with the pattern's captures (protocols.md
+//! matches its first argument, with the pattern's captures (docs/protocols.md
 //! §2.3). Each subscription is a bounded queue: when its consumer falls
 //! behind, new events for it are dropped and counted, never buffered
 //! without limit.

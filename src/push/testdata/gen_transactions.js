@@ -9,7 +9,7 @@
 // Determinism: Math.random is a mulberry32 generator (src/push/transactions/histogram.rs
 // has the same one), Date.now and the timers are a fake clock advanced by hand.
 //
-// The bugs the port fixes deliberately (docs/agent-spec §6 #10) are patched into the
+// The bugs the port fixes deliberately (docs/js-agent-behaviour.md §6.10) are patched into the
 // JS source before it is evaluated, each patch asserted to apply, so the fixtures
 // show what the JS computes once fixed; `matchPath` cases also record what the
 // unpatched JS returns (`original`), so every behaviour change is visible in the data.

@@ -26,8 +26,9 @@
 //! (fixtures in `src/push/testdata/transactions_*.json`, made by
 //! `gen_transactions.js` from the JS code).
 //!
-//! JS bugs fixed on purpose (agent-spec §6 #10): the learning period lasts
-//! `AGGREGATION_DURATION` seconds (JS used it as ms); spans are compared
+//! JS bugs fixed on purpose (docs/js-agent-behaviour.md §6.10): the
+//! learning period lasts `AGGREGATION_DURATION` seconds (JS used it as ms);
+//! spans are compared
 //! when looking for a variance (JS's loop never ran, so every trace of a
 //! route went to its first variance); a one-segment path finds its route
 //! (JS lost every trace after the first); a trailing `/` no longer resets
