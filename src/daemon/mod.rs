@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::common::Endpoints;
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
 use verify::Verdict;

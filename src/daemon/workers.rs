@@ -100,6 +100,8 @@ impl Workers {
                 machine_name: cfg.identity.machine_name.clone(),
                 public_key: cfg.identity.public_key.clone(),
                 enable_context_on_error: cfg.enable_context_on_error,
+                logs_buffer: cfg.logs_buffer,
+                context_on_error: cfg.context_on_error,
             },
             streaming.clone(),
         )));
@@ -320,8 +322,10 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
         agent_version: cfg.identity.agent_version.clone(),
         node_version: cfg.host.node_version.clone(),
         unique_id: unique_server_id(),
-        // Agent 1.0.x never sets REVERSE_INTERACT: no `interaction` key.
-        interaction: None,
+        // The seed-era backends read `interaction` (PM2's own interactor
+        // sent PM2_REVERSE_INTERACT, true by default); this agent always
+        // accepts remote actions.
+        interaction: Some(true),
         host,
     };
     let mut tick = tokio::time::interval(cfg.status_interval);

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 const SECRET: &str = "secret-key-123";
 
-/// The metadata of the captured handshake (protocols.md §4), upper-case
+/// The metadata of the captured handshake (docs/protocols.md §4), upper-case
 /// like `DaemonConfig::system_metadata`.
 fn metadata() -> Value {
     json!({
@@ -266,7 +266,7 @@ async fn ask_is_answered_with_ciphered_metadata() {
         plain,
         r#"{"machine_name":"m1","public_key":"pub","recycle":false,"pm2_version":"5.0.0","memory":1000,"hostname":"h","cpus":[]}"#
     );
-    // The captured ciphertext prefix (protocols.md §4).
+    // The captured ciphertext prefix (docs/protocols.md §4).
     assert!(v[1]["data"]
         .as_str()
         .unwrap()

@@ -64,7 +64,7 @@ pub(super) async fn open(
 }
 
 /// The upgrade request, byte for byte in the order and case `ws` 7 writes
-/// it (protocols.md §7.1). Written by hand because tungstenite's client
+/// it (docs/protocols.md §7.1). Written by hand because tungstenite's client
 /// handshake lowercases header names and reorders them.
 pub(super) fn upgrade_request(url: &Url, id: &Identity, key: &str) -> Result<String, WsError> {
     let user_agent = format!("PM2 Agent v{}", id.agent_version);

@@ -1,4 +1,4 @@
-//! RFC 6902 diffs for the `status:patch` channel (protocols.md §7.3).
+//! RFC 6902 diffs for the `status:patch` channel (docs/protocols.md §7.3).
 //!
 //! [`compare`] is a port of fast-json-patch 3.1.1 `compare(old, new)`
 //! (`_generate` in `commonjs/duplex.js`). The backend applies whatever we send,
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn captured_status_sequence() {
-        // protocols.md §7.3: full → patch → [] → replace+add.
+        // docs/protocols.md §7.3: full → patch → [] → replace+add.
         let s = |cpu: u64| json!({"data": {"process": [{"pm_id": 0, "cpu": cpu}], "server": {}}, "server_name": "m1"});
         let s1 = s(1);
         let s2 = s(2);

@@ -147,7 +147,7 @@ async fn bad_endpoints_are_reported() {
     assert!(!t.is_connected());
 }
 
-/// The raw upgrade request, byte for byte (protocols.md §7.1), over an
+/// The raw upgrade request, byte for byte (docs/protocols.md §7.1), over an
 /// `http://` URL; a 401 answer becomes `last_error` and is retried.
 #[tokio::test]
 async fn handshake_bytes_and_http_error() {
@@ -269,7 +269,7 @@ async fn headers_and_every_status_arrives() {
     wait_until("5 sent", || t.stats().sent == 5).await;
 }
 
-/// protocols.md §7.3: full → patch → [] → patch, `status:resend` → full,
+/// docs/protocols.md §7.3: full → patch → [] → patch, `status:resend` → full,
 /// and full again after every reopen; patches rebuild the statuses.
 #[tokio::test]
 async fn json_patch_mode() {
