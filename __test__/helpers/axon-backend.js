@@ -58,10 +58,11 @@ class AxonBackend extends EventEmitter {
     this.sockets = new Set()
   }
 
-  async start () {
+  /** `ports` ({push, reverse}) to come back on the same endpoints after stop(). */
+  async start (ports = {}) {
     this.sub = axon.socket('sub')
     await new Promise((resolve, reject) => {
-      this.sub.bind(0, '127.0.0.1', (err) => (err ? reject(err) : resolve()))
+      this.sub.bind(ports.push || 0, '127.0.0.1', (err) => (err ? reject(err) : resolve()))
     })
     this.pushPort = this.sub.server.address().port
     this.sub.server.on('connection', () => { this.pushConnections++ })
@@ -70,7 +71,7 @@ class AxonBackend extends EventEmitter {
     this.reverse = nssocket.createServer((socket) => this._onReverse(socket))
     await new Promise((resolve, reject) => {
       this.reverse.once('error', reject)
-      this.reverse.listen(0, '127.0.0.1', resolve)
+      this.reverse.listen(ports.reverse || 0, '127.0.0.1', resolve)
     })
     this.reversePort = this.reverse.address().port
     return this

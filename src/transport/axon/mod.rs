@@ -259,6 +259,9 @@ impl Axon {
                             early.push(m);
                         }
                     }
+                    Ok(None) if asked_unasked => {
+                        return Err(format!("reverse {}: closed by the server when sent an nssocket line, before it asked to authenticate (not an nssocket server: TLS or another protocol?)", t.pull))
+                    }
                     Ok(None) => {
                         return Err(format!("reverse {}: closed by the server before it asked to authenticate", t.pull))
                     }
