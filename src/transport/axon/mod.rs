@@ -18,7 +18,7 @@
 //! answers it at once with bytes that name it, so a wrong endpoint fails in
 //! milliseconds instead of at the proof timeout.
 //!
-//! Differences from the JS transporter, on purpose (docs/design.md):
+//! Differences from the JS transporter, on purpose (docs/js-agent-behaviour.md §6):
 //! * the status is not fetched with `getMonitorData` at send time: the
 //!   daemon sends `status` every second, and the latest one (if recent)
 //!   goes into the frame with `rev_con: true`;

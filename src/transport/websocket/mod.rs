@@ -5,7 +5,7 @@
 //! the right `Sec-WebSocket-Accept`; it is dead after `dead_after` without a
 //! frame from the server (we ping every `ping_interval`).
 //!
-//! Differences from the JS agent, on purpose (docs/design.md): no DNS probe
+//! Differences from the JS agent, on purpose (docs/js-agent-behaviour.md §6): no DNS probe
 //! of google.com, exponential backoff with jitter instead of fixed 2 s/5 s
 //! retries, a handshake timeout, one socket at a time, and a dead-peer
 //! timeout on top of the 5 s pings.
