@@ -29,12 +29,12 @@ use crate::push::streaming::LogStreaming;
 use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
 use crate::socket::rpc::RpcError;
-use crate::transport::axon::{AxonOptions, AxonTransport};
+use crate::transport::axon::{Axon, AxonOptions};
 use crate::transport::hub::Hub;
-use crate::transport::link::LinkOptions;
+use crate::transport::link::{Link, LinkOptions};
 use crate::transport::plan;
 use crate::transport::route::{Role, Route};
-use crate::transport::websocket::{WebSocketOptions, WebSocketTransport};
+use crate::transport::websocket::{WebSocket, WebSocketOptions};
 use crate::transport::Transporter;
 
 /// Bus events waiting for the push pipeline; a log flood beyond this is
@@ -192,29 +192,27 @@ impl Workers {
             ..LinkOptions::default()
         };
         let inbound = self.inner.inbound_tx.clone();
-        let built: Result<Arc<dyn Transporter>, String> = match kind {
+        let built = match kind {
             Kind::WebSocket => {
                 let options = WebSocketOptions {
                     net: NetOptions::from_env(),
                     json_patch: cfg.ws_json_patch,
                     gzip: cfg.ws_gzip,
-                    link,
                     ..WebSocketOptions::default()
                 };
-                WebSocketTransport::on_route(cfg.identity.clone(), options, route, role, inbound)
+                let ws = WebSocket::new(cfg.identity.clone(), options);
+                Link::spawn(ws, link, route, role, inbound)
                     .map(|t| Arc::new(t) as Arc<dyn Transporter>)
-                    .map_err(|e| e.to_string())
             }
             Kind::Axon => {
                 let options = AxonOptions {
                     system_metadata: cfg.system_metadata(),
                     status_interval: cfg.status_interval,
-                    link,
                     ..AxonOptions::default()
                 };
-                AxonTransport::on_route(cfg.identity.clone(), options, route, role, inbound)
+                let axon = Axon::new(cfg.identity.clone(), options);
+                Link::spawn(axon, link, route, role, inbound)
                     .map(|t| Arc::new(t) as Arc<dyn Transporter>)
-                    .map_err(|e| e.to_string())
             }
         };
         match built {

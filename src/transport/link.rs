@@ -221,6 +221,18 @@ impl<P: Protocol> Link<P> {
         })
     }
 
+    /// A transporter with a route of its own (an offline queue of
+    /// `queue_size`): what tests and single-transporter uses need.
+    pub fn alone(
+        protocol: P,
+        options: LinkOptions,
+        queue_size: usize,
+        inbound: mpsc::Sender<Packet>,
+    ) -> Result<Self, NoRuntime> {
+        let route = Arc::new(Route::new(queue_size, super::route::LIVE_QUEUE_SIZE));
+        Self::spawn(protocol, options, route, Role::Configured, inbound)
+    }
+
     pub fn route(&self) -> &Arc<Route> {
         &self.route
     }

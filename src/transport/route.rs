@@ -579,3 +579,108 @@ impl Inner {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::AtomicUsize;
+
+    fn ev(i: u64) -> Packet {
+        Packet::new("human:event", json!({ "i": i }))
+    }
+    fn ids(v: &[Packet]) -> Vec<u64> {
+        v.iter().map(|p| p.payload["i"].as_u64().unwrap()).collect()
+    }
+
+    #[test]
+    fn offline_queue_is_bounded_and_counts_what_it_drops() {
+        let r = Route::new(3, 10);
+        let (a, _, _) = r.join("A", Role::Configured);
+        for i in 0..5 {
+            r.push(ev(i));
+        }
+        r.push(Packet::new("status", json!({"s": 1})));
+        r.push(Packet::new("logs", serde_json::Value::Null));
+        assert_eq!(r.queued(), 3);
+        assert_eq!(
+            r.drops(),
+            RouteDrops {
+                queue_full: 2,
+                superseded: 1
+            }
+        );
+        // Nobody carries: nothing can be taken.
+        assert!(r.take(a, 10).is_empty());
+        r.set_state(a, LinkState::Connected, Some("a".into()), None);
+        assert_eq!(ids(&r.take(a, 10)), [2, 3, 4]);
+    }
+
+    #[test]
+    fn the_first_proven_member_carries_and_given_back_packets_keep_their_order() {
+        let r = Route::new(100, 100);
+        let (a, _, _) = r.join("A", Role::Configured);
+        let (b, _, _) = r.join("B", Role::Fallback);
+        r.set_state(b, LinkState::Connected, None, None);
+        assert_eq!(r.carrier_name(), Some("B"));
+        for i in 0..6 {
+            r.push(ev(i));
+        }
+        let took = r.take(b, 4);
+        assert_eq!(ids(&took), [0, 1, 2, 3]);
+        // A proves itself: it carries from now on; B gives back what it
+        // did not write (2, 3), in front of what waited.
+        r.set_state(a, LinkState::Connected, None, None);
+        assert_eq!(r.carrier_name(), Some("A"));
+        assert!(r.take(b, 10).is_empty(), "only the carrier takes");
+        r.give_back(took[2..].to_vec());
+        assert_eq!(ids(&r.take(a, 10)), [2, 3, 4, 5]);
+        // Losing the carrier moves the traffic to the next proven member.
+        r.push(ev(6));
+        r.set_state(a, LinkState::Failed, None, Some("gone".into()));
+        assert_eq!(r.carrier_name(), Some("B"));
+        assert_eq!(ids(&r.take(b, 10)), [6]);
+        assert_eq!(r.last_error(a).as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn the_fallback_is_switched_on_by_a_failure_and_off_by_a_proof() {
+        let r = Route::new(10, 10);
+        let (a, _, _) = r.join("A", Role::Configured);
+        let (_b, _, _) = r.join("B", Role::Fallback);
+        let on = Arc::new(AtomicUsize::new(0));
+        let off = Arc::new(AtomicUsize::new(0));
+        let (on2, off2) = (on.clone(), off.clone());
+        r.set_fallback(
+            "ws://w".into(),
+            Arc::new(move |up| {
+                if up {
+                    on2.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    off2.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        );
+        r.set_state(a, LinkState::Connecting, Some("push=x".into()), None);
+        assert_eq!(on.load(Ordering::SeqCst), 0, "connecting is not a failure");
+        r.set_state(a, LinkState::Failed, None, Some("refused".into()));
+        assert_eq!(on.load(Ordering::SeqCst), 1);
+        // Retrying in the background does not flap the fallback.
+        r.set_state(a, LinkState::Connecting, None, None);
+        r.set_state(a, LinkState::Failed, None, Some("refused".into()));
+        assert_eq!(
+            (on.load(Ordering::SeqCst), off.load(Ordering::SeqCst)),
+            (1, 0)
+        );
+        r.set_state(a, LinkState::Connected, None, None);
+        assert_eq!(off.load(Ordering::SeqCst), 1);
+        let info = r.members();
+        assert_eq!(info[0].state, LinkState::Connected);
+        assert!(info[0].carrying);
+        assert_eq!(info[0].to_json()["state"], "connected");
+        // Forbidden: never switched on again.
+        r.forbid_fallback("AGENT_TRANSPORT_WEBSOCKET=false".into());
+        r.set_state(a, LinkState::Failed, None, Some("x".into()));
+        assert_eq!(on.load(Ordering::SeqCst), 1);
+    }
+}

@@ -43,7 +43,7 @@ pub use frame::{build_buffer, is_trigger, lowercase_keys};
 use session::{AxonSession, Conn, PubGuard};
 
 use super::link::{Link, LinkOptions, NoRuntime, Protocol};
-use super::route::{Role, Route, PACKET_QUEUE_SIZE};
+use super::route::PACKET_QUEUE_SIZE;
 use super::TransportEndpoint;
 use crate::common::{Identity, Packet};
 use crate::protocol::cipher::Cipher;
@@ -289,34 +289,18 @@ pub type AxonTransport = Link<Axon>;
 
 impl Link<Axon> {
     /// A transporter with a route of its own (an offline queue of
-    /// `options.queue_size`), spawned on the current runtime. Deciphered
-    /// commands from PM2.io go to `inbound`.
+    /// `options.queue_size`), spawned on the current runtime. Packets from
+    /// PM2.io go to `inbound`; a full one drops (and counts) them.
     pub fn new(
         identity: Identity,
         options: AxonOptions,
         inbound: mpsc::Sender<Packet>,
     ) -> Result<Self, AxonError> {
-        let route = Arc::new(Route::new(
-            options.queue_size,
-            super::route::LIVE_QUEUE_SIZE,
-        ));
-        Self::on_route(identity, options, route, Role::Configured, inbound)
-    }
-
-    /// A transporter joining `route`.
-    pub fn on_route(
-        identity: Identity,
-        options: AxonOptions,
-        route: Arc<Route>,
-        role: Role,
-        inbound: mpsc::Sender<Packet>,
-    ) -> Result<Self, AxonError> {
-        let link = options.link.clone();
-        Ok(Link::spawn(
+        let (link, queue) = (options.link.clone(), options.queue_size);
+        Ok(Link::alone(
             Axon::new(identity, options),
             link,
-            route,
-            role,
+            queue,
             inbound,
         )?)
     }

@@ -25,7 +25,7 @@ pub use handshake::parse_ws_url;
 use session::WsSession;
 
 use super::link::{Link, LinkOptions, NoRuntime, Protocol};
-use super::route::{Role, Route, LIVE_QUEUE_SIZE, PACKET_QUEUE_SIZE};
+use super::route::PACKET_QUEUE_SIZE;
 use super::TransportEndpoint;
 use crate::common::{Identity, Packet};
 use crate::net::{BoxStream, NetError, NetOptions, Url};
@@ -166,31 +166,17 @@ pub type WebSocketTransport = Link<WebSocket>;
 impl Link<WebSocket> {
     /// A transporter with a route of its own (an offline queue of
     /// `options.queue_size`), spawned on the current runtime. Packets from
-    /// PM2.io go to `inbound`; when it is full they are dropped and counted,
-    /// the socket is never held up.
+    /// PM2.io go to `inbound`; a full one drops (and counts) them.
     pub fn new(
         identity: Identity,
         options: WebSocketOptions,
         inbound: mpsc::Sender<Packet>,
     ) -> Result<Self, WsError> {
-        let route = Arc::new(Route::new(options.queue_size, LIVE_QUEUE_SIZE));
-        Self::on_route(identity, options, route, Role::Configured, inbound)
-    }
-
-    /// A transporter joining `route`.
-    pub fn on_route(
-        identity: Identity,
-        options: WebSocketOptions,
-        route: Arc<Route>,
-        role: Role,
-        inbound: mpsc::Sender<Packet>,
-    ) -> Result<Self, WsError> {
-        let link = options.link.clone();
-        Ok(Link::spawn(
+        let (link, queue) = (options.link.clone(), options.queue_size);
+        Ok(Link::alone(
             WebSocket::new(identity, options),
             link,
-            route,
-            role,
+            queue,
             inbound,
         )?)
     }
