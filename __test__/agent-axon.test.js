@@ -201,7 +201,7 @@ test('the reverse server dropping the connection is survived', async () => {
   const res = await axonBackend.waitFor((p) => p.channel === 'trigger:pm2:result' && p.payload.meta.method_name === 'ping')
   assert.equal(res.payload.ret.err, null)
   assert.ok(Date.now() - dropped < 30000)
-  assert.match(agentLog(), /Axon connection lost.*reverse connection closed by the server/)
+  assert.match(agentLog(), /AxonTransport failed.*reverse .*connection closed by the server/)
 })
 
 test('default config with only ws offered falls back to WebSocket, and says why', async () => {

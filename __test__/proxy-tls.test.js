@@ -298,7 +298,7 @@ scenario('a WebSocket that fails through the proxy after verification shows in g
   assert.equal(infos.connected, false)
   assert.match(infos.last_error, /proxy authentication required \(407\)/)
   await waitUntil(() => proxy.authFailures >= 2, 30000, 100, 'the WebSocket connection to be retried')
-  assert.match(agent.log(), /WebSocket connection failed.*proxy authentication required \(407\)/)
+  assert.match(agent.log(), /WebsocketTransport failed.*proxy authentication required \(407\)/)
   assert.deepEqual([...new Set(proxy.targets)], [`localhost:${backend.port}`])
   assert.equal(backend.wsHandshakes.length, 0)
   assert.ok(alive(agent.pid))
