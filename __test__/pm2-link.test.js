@@ -39,7 +39,12 @@ test('pm2@6 with @pm2/agent overridden to this package links through our agent',
   const agentDir = path.join(dir, 'node_modules', '@pm2', 'agent')
   assert.equal(fs.realpathSync(agentDir), fs.realpathSync(root), '@pm2/agent resolves to this package')
 
-  const backend = await new Backend().start()
+  // All four endpoints, as the seed-era PM2.io answered: push/reverse point
+  // at the backend's HTTP port, which does not speak Axon, so the agent must
+  // find that out and carry the traffic over the WebSocket.
+  const backend = await new Backend({
+    verify: () => backend.activeAnswer({ endpoints: { web: 'http://127.0.0.1/web', ws: backend.wsUrl, push: `tcp://127.0.0.1:${backend.port}`, reverse: `tcp://127.0.0.1:${backend.port}` } })
+  }).start()
   const home = tmpHome('ka-link-')
   const env = Object.assign({}, process.env, { PM2_HOME: home, KEYMETRICS_NODE: backend.url, PM2_DISABLE_VERSION_CHECK: 'true' })
   for (const k of ['PM2_PUBLIC_KEY', 'PM2_SECRET_KEY', 'PM2_MACHINE_NAME', 'PM2_SILENT', 'PM2_AGENT_ONLINE', 'WS_JSON_PATCH']) delete env[k]
@@ -61,6 +66,15 @@ test('pm2@6 with @pm2/agent overridden to this package links through our agent',
   await backend.waitConnected()
   assert.equal(backend.wsHandshakes[0].headers['x-km-server'], 'link-machine')
   await waitUntil(() => backend.statuses.length > 0, 20000, 100, 'a status from the linked agent')
+  for (const name of ['app-one', 'app-two']) {
+    const file = path.join(home, `${name}.js`)
+    fs.writeFileSync(file, 'setInterval(() => {}, 1000)\n')
+    await pm2(['start', file, '--name', name])
+  }
+  await waitUntil(() => {
+    const s = backend.lastStatus
+    return s && ['app-one', 'app-two'].every((n) => s.data.process.some((p) => p.name === n))
+  }, 20000, 100, 'a status with both apps')
   assert.ok(backend.received.some((p) => p.channel === 'status:patch') || backend.statuses.length === 1,
     'pm2 link turns on JSON patch mode')
 
