@@ -7,7 +7,8 @@
 //! `transport::websocket` → `interactor:websocket`, `pm2` →
 //! `interactor:pm2:client`, and so on.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
@@ -134,6 +135,54 @@ pub fn init(debug: Option<&str>) {
     });
 }
 
+/// How often a recurring drop may write a line to `agent.log`.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate limit for warnings about things that can happen thousands of times
+/// a second (dropped packets, malformed frames from a hostile peer), per
+/// reason: the first occurrence is reported at once, then at most one line
+/// per [`SUMMARY_EVERY`] with how many happened since the last line. The
+/// exact totals live in counters (`getInfos`); this only keeps the log
+/// bounded.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    reasons: Mutex<Vec<(&'static str, ThrottleState)>>,
+}
+
+#[derive(Debug)]
+struct ThrottleState {
+    last: Instant,
+    pending: u64,
+}
+
+impl Throttle {
+    /// Counts `n` occurrences of `reason`; `Some(count since the last
+    /// line)` when a line is due now.
+    pub fn hit(&self, reason: &'static str, n: u64) -> Option<u64> {
+        self.hit_at(reason, n, Instant::now())
+    }
+
+    fn hit_at(&self, reason: &'static str, n: u64, now: Instant) -> Option<u64> {
+        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, s)) = reasons.iter_mut().find(|(r, _)| *r == reason) else {
+            reasons.push((
+                reason,
+                ThrottleState {
+                    last: now,
+                    pending: 0,
+                },
+            ));
+            return Some(n);
+        };
+        s.pending = s.pending.saturating_add(n);
+        if now.saturating_duration_since(s.last) < SUMMARY_EVERY {
+            return None;
+        }
+        s.last = now;
+        Some(std::mem::take(&mut s.pending))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +233,23 @@ mod tests {
         assert_eq!(
             namespace("interactor::socket::req"),
             "interactor:socket:req"
+        );
+    }
+
+    #[test]
+    fn throttle_reports_the_first_then_one_summary_per_interval_and_reason() {
+        let t = Throttle::default();
+        let t0 = Instant::now();
+        assert_eq!(t.hit_at("full", 1, t0), Some(1));
+        for i in 1..1000 {
+            assert_eq!(t.hit_at("full", 1, t0 + Duration::from_millis(i)), None);
+        }
+        // Another reason has its own budget.
+        assert_eq!(t.hit_at("closed", 3, t0), Some(3));
+        assert_eq!(t.hit_at("full", 5, t0 + SUMMARY_EVERY), Some(999 + 5));
+        assert_eq!(
+            t.hit_at("full", 1, t0 + SUMMARY_EVERY + Duration::from_secs(1)),
+            None
         );
     }
 }

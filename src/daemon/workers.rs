@@ -371,6 +371,7 @@ async fn bus_loop(
 ) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
     let mut reported_drops = 0;
+    let drop_log = crate::logging::Throttle::default();
     while let Some(ev) = sub.recv().await {
         let packet = ev
             .args
@@ -405,10 +406,12 @@ async fn bus_loop(
         }
         let dropped = sub.dropped();
         if dropped > reported_drops {
-            tracing::warn!(
-                dropped,
-                "PM2 bus events dropped: the agent could not keep up"
-            );
+            if let Some(n) = drop_log.hit("bus", dropped - reported_drops) {
+                tracing::warn!(
+                    total = dropped,
+                    "{n} PM2 bus events dropped since the last report: the agent could not keep up"
+                );
+            }
             reported_drops = dropped;
         }
     }

@@ -33,6 +33,7 @@ pub struct AmpReader<R> {
     lazy_json: bool,
     /// Frames skipped because their body was bad (counted, logged).
     pub skipped: u64,
+    skip_log: crate::logging::Throttle,
 }
 
 impl<R: AsyncRead + Unpin> AmpReader<R> {
@@ -43,6 +44,7 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
             max_frame,
             lazy_json: false,
             skipped: 0,
+            skip_log: Default::default(),
         }
     }
 
@@ -69,7 +71,9 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
                         Ok(msg) => return Ok(Some(msg)),
                         Err(e) => {
                             self.skipped += 1;
-                            tracing::warn!(error = %e, "dropping malformed AMP frame");
+                            if let Some(n) = self.skip_log.hit("malformed", 1) {
+                                tracing::warn!(error = %e, skipped = self.skipped, "{n} malformed AMP frames dropped since the last report");
+                            }
                         }
                     }
                     continue;

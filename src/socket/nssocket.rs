@@ -25,6 +25,8 @@ pub struct NsReader<R> {
     /// skipped like the JS receiver does. Before it, bytes that cannot
     /// start a JSON line mean the peer speaks another protocol.
     trusted: bool,
+    /// Keeps the log of malformed lines bounded (a hostile peer).
+    skip_log: crate::logging::Throttle,
 }
 
 impl<R: AsyncRead + Unpin> NsReader<R> {
@@ -34,6 +36,7 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
             buf: BytesMut::with_capacity(4096),
             framer: LineFramer::new(max_line),
             trusted: false,
+            skip_log: Default::default(),
         }
     }
 
@@ -63,7 +66,11 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                         self.trusted = true;
                         return Ok(Some(m));
                     }
-                    Err(e) => tracing::warn!(error = %e, "dropping malformed nssocket line"),
+                    Err(e) => {
+                        if let Some(n) = self.skip_log.hit("malformed", 1) {
+                            tracing::warn!(error = %e, "{n} malformed nssocket lines dropped since the last report");
+                        }
+                    }
                 },
                 Ok(None) => {
                     // A full BytesMut would only grow by 64 bytes per read: make room
@@ -73,7 +80,11 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                         return Ok(None);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "dropping nssocket line"),
+                Err(e) => {
+                    if let Some(n) = self.skip_log.hit("too long", 1) {
+                        tracing::warn!(error = %e, "{n} nssocket lines dropped since the last report");
+                    }
+                }
             }
         }
     }

@@ -105,25 +105,41 @@ impl Io {
         self.route.give_back(packets);
     }
 
+    /// Counts `n` outbound packets that will never be sent and says why in
+    /// the log, at most once per reason and interval (see
+    /// [`crate::logging::Throttle`]).
+    pub fn drop_packets(&self, n: u64, reason: &'static str) {
+        self.stats.dropped(n);
+        if let Some(k) = self.stats.drop_log.hit(reason, n) {
+            warn!(
+                dropped = k,
+                total = self
+                    .stats
+                    .dropped
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "{}: {k} packets dropped since the last report: {reason}",
+                self.name
+            );
+        }
+    }
+
     /// Hands a packet from PM2.io to the consumer without waiting: a full
     /// channel drops it (and counts it) so a slow consumer can never stall
     /// the socket that also carries our outbound traffic.
     pub fn deliver(&self, packet: Packet) {
         use std::sync::atomic::Ordering;
         use tokio::sync::mpsc::error::TrySendError;
-        match self.inbound.try_send(packet) {
-            Ok(()) => {}
-            Err(TrySendError::Full(p)) => {
-                let n = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Powers of two: visible without flooding the log.
-                if n.is_power_of_two() {
-                    warn!(channel = %p.channel, dropped = n, "{}: inbound channel full, message dropped", self.name);
-                }
-            }
-            Err(TrySendError::Closed(p)) => {
-                self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
-                debug!(channel = %p.channel, "{}: no inbound consumer, message dropped", self.name);
-            }
+        let reason = match self.inbound.try_send(packet) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "inbound channel full (remote actions not keeping up)",
+            Err(TrySendError::Closed(_)) => "no inbound consumer (agent stopping)",
+        };
+        self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = self.stats.drop_log.hit(reason, 1) {
+            warn!(
+                dropped = k,
+                "{}: {k} messages from PM2.io dropped since the last report: {reason}", self.name
+            );
         }
     }
 }

@@ -139,11 +139,7 @@ impl AxonSession {
             .saturating_sub(self.setup.opts.buffer_limit);
         if over > 0 {
             self.pending.drain(..over);
-            let n = io.stats.dropped(over as u64);
-            debug!(
-                dropped = n,
-                "Axon per-tick buffer full, oldest packets dropped"
-            );
+            io.drop_packets(over as u64, "per-tick buffer full: oldest packets dropped");
         }
         Ok(())
     }
@@ -174,9 +170,8 @@ impl AxonSession {
                 io.stats.sent(1);
                 Ok(())
             }
-            Err(WriteError::Full(pending)) => {
-                let n = io.stats.dropped(1);
-                warn!(channel = %p.channel, pending, dropped = n, "Axon reverse channel backlog full, reply dropped");
+            Err(WriteError::Full(_)) => {
+                io.drop_packets(1, "reply not sent: reverse channel backlog full");
                 Ok(())
             }
             Err(WriteError::Closed) => Err((p, "reverse connection closed".into())),
@@ -187,8 +182,7 @@ impl AxonSession {
     /// without `data`) as JSON, then the data (JS `_axon.send(meta, data)`).
     fn send_profile(&self, p: Packet, io: &Io) {
         let Value::Object(mut meta) = p.payload else {
-            io.stats.dropped(1);
-            debug!("Axon: profiling payload is not an object, dropped");
+            io.drop_packets(1, "profiling payload is not an object");
             return;
         };
         let data = match meta.shift_remove("data") {
@@ -201,16 +195,10 @@ impl AxonSession {
         let meta = Value::Object(meta).to_string();
         match self.conn.push.0.send(&[Arg::Str(meta), data]) {
             Ok(n) if n > 0 => io.stats.sent(1),
-            Ok(_) => {
-                let n = io.stats.dropped(1);
-                warn!(
-                    dropped = n,
-                    "Axon: profiling dropped, push socket refused it (backlog)"
-                );
-            }
+            Ok(_) => io.drop_packets(1, "profile not sent: push socket backlog full"),
             Err(e) => {
-                io.stats.dropped(1);
-                warn!(error = %e, "Axon: profiling dropped");
+                debug!(error = %e, "Axon: profiling not encodable");
+                io.drop_packets(1, "profile not encodable");
             }
         }
     }
@@ -256,14 +244,16 @@ impl AxonSession {
             // The backend does not keep up: shed this tick rather than grow.
             let n = self.pending.len();
             self.pending.clear();
-            io.stats.dropped(n as u64);
             self.overflows += 1;
-            warn!(
+            debug!(
                 backlog,
                 discarded = n,
                 ticks = self.overflows,
-                "Axon push backlog over {} bytes, buffer discarded",
-                opts.max_buffered_bytes
+                "Axon push backlog too big, buffer discarded"
+            );
+            io.drop_packets(
+                n as u64,
+                "push backlog over its bound: the tick's buffer was discarded",
             );
             if self.overflows >= opts.max_overflows {
                 self.overflows = 0;
@@ -306,15 +296,11 @@ impl AxonSession {
         {
             Ok(Ok(())) if push.dropped() == dropped_before => io.stats.sent(count),
             Ok(Ok(())) | Ok(Err(PubError::NoPeer)) => {
-                let n = io.stats.dropped(count);
-                debug!(
-                    dropped = n,
-                    "Axon: push frame not written (peer gone or backlog full)"
-                );
+                io.drop_packets(count, "push frame not written (peer gone or backlog full)")
             }
             Ok(Err(e)) => {
-                let n = io.stats.dropped(count);
-                warn!(error = %e, dropped = n, "Axon: push frame dropped");
+                debug!(error = %e, "Axon: push frame not encodable");
+                io.drop_packets(count, "push frame not encodable");
             }
             Err(_) => {
                 io.stats.sent(count);

@@ -112,7 +112,7 @@ impl WsSession {
                     // The server may not have the new baseline: the next
                     // status goes in full (reopening forces that anyway).
                     self.resend_status = true;
-                    io.stats.dropped(1);
+                    io.drop_packets(1, "status not written: connection lost");
                     Err((None, reason))
                 }
             };
