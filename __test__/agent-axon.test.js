@@ -15,6 +15,7 @@ const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { AxonBackend, cipher, decipherText } = require('./helpers/axon-backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
+const { sleep, launchAgent, getInfos, killAgent, agentLog } = require('./helpers/agent')
 
 const home = tmpHome('ka-axon-')
 process.env.PM2_HOME = home
@@ -22,8 +23,6 @@ process.env.PM2_SILENT = 'true'
 delete process.env.WS_JSON_PATCH
 delete process.env.AGENT_TRANSPORT_WEBSOCKET
 delete process.env.AGENT_TRANSPORT_AXON
-const InteractorClient = require('../src/InteractorClient')
-const constants = require('../constants')
 
 const ROOT = path.join(__dirname, '..')
 const KEYS = { secret_key: 'axon-secret-123', public_key: 'axon-pub-1', machine_name: 'axon-machine', pm2_version: '7.0.4' }
@@ -32,37 +31,8 @@ let axonBackend
 let launchMsg
 const tmpDirs = []
 
-function sleep (ms) { return new Promise((resolve) => setTimeout(resolve, ms)) }
-
 function axonAnswer () {
   return backend.activeAnswer({ endpoints: Object.assign({ web: 'http://127.0.0.1/web' }, axonBackend.endpoints) })
-}
-
-function launch () {
-  return new Promise((resolve, reject) => {
-    InteractorClient.launchAndInteract({}, Object.assign({ info_node: backend.url }, KEYS), (err, msg) => {
-      if (err) return reject(err instanceof Error ? err : new Error(JSON.stringify(err)))
-      resolve(msg)
-    })
-  })
-}
-
-function getInfos () {
-  return new Promise((resolve, reject) => {
-    InteractorClient.getInteractInfo(constants, (err, infos) => (err ? reject(err) : resolve(infos)))
-  })
-}
-
-async function killAgent () {
-  const pid = (() => { try { return parseInt(fs.readFileSync(constants.INTERACTOR_PID_PATH, 'utf8')) } catch (e) { return 0 } })()
-  await new Promise((resolve) => InteractorClient.killInteractorDaemon(constants, () => resolve()))
-  if (pid) {
-    await waitUntil(() => { try { process.kill(pid, 0); return false } catch (e) { return true } }, 10000, 100, 'agent exit')
-  }
-}
-
-function agentLog () {
-  try { return fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8') } catch (e) { return '' }
 }
 
 const seqsOf = (packets) => packets.filter((p) => p.channel === 'human:event').map((p) => p.payload.data.seq)
@@ -77,7 +47,7 @@ test.before(async () => {
   backend = await new Backend({ verify: () => axonAnswer() }).start()
   await pm2(home, ['start', apps.logger, '--name', 'logger'])
   await pm2(home, ['start', apps.eventer, '--name', 'eventer'])
-  launchMsg = await launch()
+  launchMsg = await launchAgent(backend, KEYS)
 })
 
 test.after(async () => {
@@ -209,7 +179,7 @@ test('default config with only ws offered falls back to WebSocket, and says why'
   const logBefore = agentLog().length
   const reverseConns = axonBackend.reverseConnections
   backend.verify = () => backend.activeAnswer() // web + ws only
-  await launch()
+  await launchAgent(backend, KEYS)
   await backend.waitConnected()
   await backend.waitFor((p) => p.channel === 'status')
   const infos = await getInfos()
@@ -228,7 +198,7 @@ test('AGENT_TRANSPORT_WEBSOCKET=true with push, reverse and ws: both transporter
   const asks = axonBackend.askReps.length
   const wsHandshakes = backend.wsHandshakes.length
   try {
-    await launch()
+    await launchAgent(backend, KEYS)
   } finally {
     delete process.env.AGENT_TRANSPORT_WEBSOCKET
   }

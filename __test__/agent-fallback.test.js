@@ -17,6 +17,7 @@ const { Backend } = require('./helpers/backend')
 const { AxonBackend } = require('./helpers/axon-backend')
 const { makeTestPki } = require('./helpers/proxies')
 const { tmpHome, pm2, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
+const { launchAgent, getInfos, killAgent, agentLog } = require('./helpers/agent')
 
 const home = tmpHome('ka-fallback-')
 process.env.PM2_HOME = home
@@ -24,39 +25,10 @@ process.env.PM2_SILENT = 'true'
 delete process.env.WS_JSON_PATCH
 delete process.env.AGENT_TRANSPORT_WEBSOCKET
 delete process.env.AGENT_TRANSPORT_AXON
-const InteractorClient = require('../src/InteractorClient')
-const constants = require('../constants')
 
 const KEYS = { secret_key: 'fallback-secret', public_key: 'fallback-pub', machine_name: 'fallback-machine', pm2_version: '7.0.4' }
 const closers = []
 const tmpDirs = []
-
-function launch (backend) {
-  return new Promise((resolve, reject) => {
-    InteractorClient.launchAndInteract({}, Object.assign({ info_node: backend.url }, KEYS), (err, msg) => {
-      if (err) return reject(err instanceof Error ? err : new Error(JSON.stringify(err)))
-      resolve(msg)
-    })
-  })
-}
-
-function getInfos () {
-  return new Promise((resolve, reject) => {
-    InteractorClient.getInteractInfo(constants, (err, infos) => (err ? reject(err) : resolve(infos)))
-  })
-}
-
-async function killAgent () {
-  const pid = (() => { try { return parseInt(fs.readFileSync(constants.INTERACTOR_PID_PATH, 'utf8')) } catch (e) { return 0 } })()
-  await new Promise((resolve) => InteractorClient.killInteractorDaemon(constants, () => resolve()))
-  if (pid) {
-    await waitUntil(() => { try { process.kill(pid, 0); return false } catch (e) { return true } }, 10000, 100, 'agent exit')
-  }
-}
-
-function agentLog () {
-  try { return fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8') } catch (e) { return '' }
-}
 
 const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)))
 
@@ -95,7 +67,7 @@ async function expectFallback ({ push, reverse, reason, withinMs, tls }) {
   }).start()
   closers.push(() => backend.stop())
   const t0 = Date.now()
-  const msg = await launch(backend)
+  const msg = await launchAgent(backend, KEYS)
   assert.equal(msg.error, false)
   await backend.waitFor(bothApps, withinMs, 'a status with both apps over the WebSocket')
   const took = Date.now() - t0
@@ -159,7 +131,7 @@ test('(d) push/reverse on a TLS backend: WebSocket (wss) within 3 s, TLS named',
     holder.backend = backend
     closers.push(() => backend.stop())
     const t0 = Date.now()
-    await launch(backend)
+    await launchAgent(backend, KEYS)
     await backend.waitFor(bothApps, 3000, 'a status with both apps over wss')
     assert.ok(Date.now() - t0 <= 3000)
     const infos = await getInfos()
@@ -179,7 +151,7 @@ test('a real Axon backend is chosen and no WebSocket is opened; Axon dying moves
     verify: () => backend.activeAnswer({ endpoints: Object.assign({ web: 'http://127.0.0.1/web', ws: backend.wsUrl }, axonBackend.endpoints) })
   }).start()
   closers.push(() => backend.stop())
-  await launch(backend)
+  await launchAgent(backend, KEYS)
   await waitUntil(() => seqsOf(axonBackend.received).length > 5, 20000, 100, 'events over Axon')
   assert.equal(backend.wsHandshakes.length, 0, 'no WebSocket while Axon is proven')
   let infos = await getInfos()

@@ -167,15 +167,13 @@ impl Workers {
         }
         let mut hub = lock(&self.inner.hub);
         if hub.shape() != plan.shape() {
-            let old = std::mem::replace(
-                &mut *hub,
-                Arc::new(Hub::build(
-                    &plan,
-                    &|kind, route, role| self.build_transporter(kind, route, role),
-                    cfg.packet_queue_size,
-                )),
-            );
-            old.disconnect();
+            let next = Arc::new(Hub::build(
+                &plan,
+                &|kind, route, role| self.build_transporter(kind, route, role),
+                cfg.packet_queue_size,
+            ));
+            hub.replace_with(&next);
+            *hub = next;
         }
         hub.apply(&plan);
     }

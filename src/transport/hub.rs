@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::plan::{FallbackPlan, Plan};
 use super::route::{Role, Route};
-use super::{TransportEndpoint, TransportStats, Transporter};
+use super::{TransportEndpoint, Transporter};
 use crate::common::Packet;
 use crate::config::transporters::Kind;
 
@@ -138,21 +138,16 @@ impl Hub {
             .find_map(|t| t.last_error())
     }
 
-    /// Counters summed over all transporters and routes.
-    pub fn stats(&self) -> TransportStats {
-        let mut s = TransportStats::default();
+    /// Stops this hub's transporters and hands every packet still queued
+    /// to `next` (a re-verification changed which transporters run), so a
+    /// rebuild loses nothing that was waiting.
+    pub fn replace_with(&self, next: &Hub) {
+        self.disconnect();
         for r in &self.routes {
-            let drops = r.route.drops();
-            s.queued += r.route.queued() as u64;
-            s.dropped += drops.queue_full + drops.superseded;
-            for m in r.route.members() {
-                s.sent += m.sent;
-                s.dropped += m.dropped;
-                s.inbound_dropped += m.inbound_dropped;
-                s.connects += m.connects;
+            for p in r.route.drain() {
+                next.send(p);
             }
         }
-        s
     }
 
     /// Every transporter's state for `getInfos.transport`.

@@ -331,6 +331,20 @@ impl<P: Protocol> Actor<P> {
             .set_state(self.io.member, state, endpoint, error);
     }
 
+    /// What a change of the desired target means: `None` when it is the
+    /// one being served (set again), else a retarget or a shutdown.
+    fn interrupted(
+        &mut self,
+        changed: Result<(), watch::error::RecvError>,
+        current: &Option<P::Target>,
+    ) -> Option<Interrupt<P::Target>> {
+        if changed.is_err() {
+            return Some(Interrupt::Shutdown);
+        }
+        let t = self.target.borrow_and_update().clone();
+        (t != *current).then_some(Interrupt::Retarget(t))
+    }
+
     /// Runs `fut` unless the desired target changes first (`Err`).
     async fn unless_retargeted<F: Future>(
         &mut self,
@@ -342,12 +356,8 @@ impl<P: Protocol> Actor<P> {
             tokio::select! {
                 biased;
                 changed = self.target.changed() => {
-                    if changed.is_err() {
-                        return Err(Interrupt::Shutdown);
-                    }
-                    let t = self.target.borrow_and_update().clone();
-                    if t != *current {
-                        return Err(Interrupt::Retarget(t));
+                    if let Some(i) = self.interrupted(changed, current) {
+                        return Err(i);
                     }
                 }
                 out = &mut fut => return Ok(out),
@@ -358,65 +368,57 @@ impl<P: Protocol> Actor<P> {
     async fn run(mut self) {
         let mut target = self.target.borrow_and_update().clone();
         loop {
-            let Some(t) = target.clone() else {
-                self.set_state(LinkState::Standby, None, None);
-                match self
-                    .unless_retargeted(&target, std::future::pending::<()>())
-                    .await
-                {
-                    Err(Interrupt::Retarget(t)) => target = t,
-                    Err(Interrupt::Shutdown) | Ok(()) => return,
+            let step = match target.clone() {
+                None => {
+                    self.set_state(LinkState::Standby, None, None);
+                    self.unless_retargeted(&target, std::future::pending::<()>())
+                        .await
                 }
-                continue;
+                Some(t) => self.attempt(&t, &target).await,
             };
-            self.set_state(LinkState::Connecting, Some(t.to_string()), None);
-            let within = self.opts.proof_timeout;
-            let protocol = self.protocol.clone();
-            // The protocol bounds its own proof; this outer bound only
-            // guards against a protocol that forgets to.
-            let attempt = tokio::time::timeout(within * 2, protocol.open(&t, within));
-            let reason = match self.unless_retargeted(&target, attempt).await {
-                Ok(Ok(Ok(session))) => {
-                    let opened = Instant::now();
-                    let end = self.connected(session, &t, &target).await;
-                    if opened.elapsed() >= self.opts.stable_after {
-                        self.backoff.reset();
-                    }
-                    match end {
-                        Ok(reason) => reason,
-                        Err(Interrupt::Retarget(next)) => {
-                            target = next;
-                            self.backoff.reset();
-                            continue;
-                        }
-                        Err(Interrupt::Shutdown) => return,
-                    }
-                }
-                Ok(Ok(Err(reason))) => reason,
-                Ok(Err(_)) => format!("no proof from the peer within {:?}", within * 2),
-                Err(Interrupt::Retarget(next)) => {
-                    target = next;
-                    self.backoff.reset();
-                    continue;
-                }
-                Err(Interrupt::Shutdown) => return,
-            };
-            warn!(endpoint = %t, reason = %reason, "{} failed", P::NAME);
-            self.set_state(LinkState::Failed, None, Some(reason));
-            let delay = self.backoff.next_delay();
-            debug!(endpoint = %t, ?delay, "{} retry scheduled", P::NAME);
-            match self
-                .unless_retargeted(&target, tokio::time::sleep(delay))
-                .await
-            {
+            match step {
                 Ok(()) => {}
                 Err(Interrupt::Retarget(next)) => {
+                    // A new endpoint starts afresh.
                     target = next;
                     self.backoff.reset();
                 }
                 Err(Interrupt::Shutdown) => return,
             }
         }
+    }
+
+    /// One attempt at `t`: connect, prove, serve until lost, then wait the
+    /// backoff delay. `Err` when the desired target changed meanwhile.
+    async fn attempt(
+        &mut self,
+        t: &P::Target,
+        current: &Option<P::Target>,
+    ) -> Result<(), Interrupt<P::Target>> {
+        self.set_state(LinkState::Connecting, Some(t.to_string()), None);
+        let within = self.opts.proof_timeout;
+        let protocol = self.protocol.clone();
+        // The protocol bounds its own proof; this outer bound only guards
+        // against a protocol that forgets to.
+        let open = tokio::time::timeout(within * 2, protocol.open(t, within));
+        let reason = match self.unless_retargeted(current, open).await? {
+            Ok(Ok(session)) => {
+                let opened = Instant::now();
+                let lost = self.connected(session, t, current).await;
+                if opened.elapsed() >= self.opts.stable_after {
+                    self.backoff.reset();
+                }
+                lost?
+            }
+            Ok(Err(reason)) => reason,
+            Err(_) => format!("no proof from the peer within {:?}", within * 2),
+        };
+        warn!(endpoint = %t, reason = %reason, "{} failed", P::NAME);
+        self.set_state(LinkState::Failed, None, Some(reason));
+        let delay = self.backoff.next_delay();
+        debug!(endpoint = %t, ?delay, "{} retry scheduled", P::NAME);
+        self.unless_retargeted(current, tokio::time::sleep(delay))
+            .await
     }
 
     /// Serves a proven connection. `Ok(reason)`: lost; `Err`: interrupted
@@ -437,12 +439,8 @@ impl<P: Protocol> Actor<P> {
             tokio::select! {
                 biased;
                 changed = self.target.changed() => {
-                    if changed.is_err() {
-                        break Err(Interrupt::Shutdown);
-                    }
-                    let next = self.target.borrow_and_update().clone();
-                    if next != *current {
-                        break Err(Interrupt::Retarget(next));
+                    if let Some(i) = self.interrupted(changed, current) {
+                        break Err(i);
                     }
                 }
                 event = session.next_event() => {
@@ -457,20 +455,13 @@ impl<P: Protocol> Actor<P> {
                 }
             }
         };
-        let left = session.leftovers();
-        match &end {
-            Ok(reason) => {
-                // Failed before handing back: the route must not pick this
-                // transporter again for what it gives back.
-                self.set_state(LinkState::Failed, None, Some(reason.clone()));
-                self.io.give_back(left);
-            }
-            Err(_) => {
-                self.set_state(LinkState::Connecting, None, None);
-                self.io.give_back(left);
-                session.close().await;
-                info!(endpoint = %t, "{} disconnected", P::NAME);
-            }
+        // What was taken and not written goes back to the route, in order;
+        // the caller records the failure, which moves the traffic on.
+        self.io.give_back(session.leftovers());
+        if end.is_err() {
+            self.set_state(LinkState::Connecting, None, None);
+            session.close().await;
+            info!(endpoint = %t, "{} disconnected", P::NAME);
         }
         end
     }

@@ -10,7 +10,7 @@
 //! * [`axon`] and [`websocket`]: only what is their own (how to open and
 //!   prove a connection, what a live one does);
 //! * [`route`]: the stream's only queue, which proven transporter carries
-//!   it, and the fallback rule;
+//!   it, and the fallback rule; [`state`]: a transporter's state and counters;
 //! * [`plan`]: which transporters run for a verifyPM2 answer;
 //! * [`hub`]: the routes of the running daemon, and what `getInfos` shows.
 //!
@@ -25,6 +25,7 @@ pub mod hub;
 pub mod link;
 pub mod plan;
 pub mod route;
+pub mod state;
 pub mod websocket;
 
 #[cfg(test)]

@@ -79,26 +79,29 @@ pub fn plan(settings: &[TransporterSettings], endpoints: &Endpoints) -> Plan {
         .iter()
         .filter(|s| s.enabled && usable(&s.endpoints, endpoints))
         .collect();
-    let ws_chosen = chosen.iter().any(|s| s.kind == Kind::WebSocket);
+    // WebSocket enabled carries everything on its own route: no fallback.
+    let fallback = if chosen.iter().any(|s| s.kind == Kind::WebSocket) {
+        FallbackPlan::None
+    } else if ws_forbidden {
+        FallbackPlan::Forbidden(
+            "AGENT_TRANSPORT_WEBSOCKET=false forbids the WebSocket fallback".into(),
+        )
+    } else {
+        match &ws_offered {
+            Some(url) => FallbackPlan::WebSocket(TransportEndpoint::Single(url.clone())),
+            None => FallbackPlan::Forbidden("PM2.io offers no WebSocket endpoint".into()),
+        }
+    };
     if !chosen.is_empty() {
         let routes = chosen
             .iter()
             .map(|s| RoutePlan {
                 kind: s.kind,
                 endpoint: resolve(&s.endpoints, endpoints),
-                fallback: match (s.kind, &ws_offered) {
-                    (Kind::WebSocket, _) => FallbackPlan::None,
-                    // WebSocket already carries everything on its own route.
-                    (_, _) if ws_chosen => FallbackPlan::None,
-                    (_, _) if ws_forbidden => FallbackPlan::Forbidden(
-                        "AGENT_TRANSPORT_WEBSOCKET=false forbids the WebSocket fallback".into(),
-                    ),
-                    (_, Some(url)) => {
-                        FallbackPlan::WebSocket(TransportEndpoint::Single(url.clone()))
-                    }
-                    (_, None) => {
-                        FallbackPlan::Forbidden("PM2.io offers no WebSocket endpoint".into())
-                    }
+                fallback: if s.kind == Kind::WebSocket {
+                    FallbackPlan::None
+                } else {
+                    fallback.clone()
                 },
             })
             .collect();

@@ -15,14 +15,14 @@
 //! disconnected. See docs/transport.md.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+pub use super::state::{LinkState, LinkStats, MemberInfo, Role};
 use crate::common::js::is_falsy;
 use crate::common::Packet;
 
@@ -30,67 +30,6 @@ use crate::common::Packet;
 pub const PACKET_QUEUE_SIZE: usize = 200;
 /// Packets waiting for the carrier while it writes (a burst bound).
 pub const LIVE_QUEUE_SIZE: usize = 1024;
-
-/// Where a transporter is in its life, as `getInfos` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
-    /// Not in use: no endpoint wanted (a fallback while the configured
-    /// transporter carries, or after `disconnect`).
-    Standby,
-    /// An attempt is running: sockets opening, waiting for the peer's proof.
-    Connecting,
-    /// The peer proved it is the peer we wanted; able to carry traffic.
-    Connected,
-    /// The last attempt failed or the connection was lost; retrying with
-    /// backoff (`last_error` says why).
-    Failed,
-}
-
-impl LinkState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Standby => "standby",
-            LinkState::Connecting => "connecting",
-            LinkState::Connected => "connected",
-            LinkState::Failed => "failed",
-        }
-    }
-}
-
-/// Whether a transporter was asked for (config.json, `AGENT_*`) or is the
-/// fallback the agent chose on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Configured,
-    Fallback,
-}
-
-/// Counters a transporter keeps itself (the route counts the queue).
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    /// Packets written to the wire (a `status:patch` counts as one).
-    pub sent: AtomicU64,
-    /// Proven connections, reconnections included.
-    pub connects: AtomicU64,
-    /// Packets from PM2.io dropped because the consumer was full.
-    pub inbound_dropped: AtomicU64,
-    /// Packets taken from the route that will never be sent (a full
-    /// socket backlog, a failed status write).
-    pub dropped: AtomicU64,
-    /// Keeps the log of those drops to one line per reason and interval.
-    pub drop_log: crate::logging::Throttle,
-}
-
-impl LinkStats {
-    pub fn sent(&self, n: u64) {
-        self.sent.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Counts `n` dropped packets and returns the new total.
-    pub fn dropped(&self, n: u64) -> u64 {
-        self.dropped.fetch_add(n, Ordering::Relaxed) + n
-    }
-}
 
 /// Why the route itself dropped packets.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -144,41 +83,6 @@ pub struct Route {
     inner: Mutex<Inner>,
 }
 
-/// One member's view for `getInfos`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemberInfo {
-    pub name: &'static str,
-    pub role: Role,
-    pub state: LinkState,
-    pub endpoint: Option<String>,
-    /// Milliseconds since the epoch at which `state` began.
-    pub since_ms: u64,
-    pub last_error: Option<String>,
-    pub carrying: bool,
-    pub sent: u64,
-    pub connects: u64,
-    pub dropped: u64,
-    pub inbound_dropped: u64,
-}
-
-impl MemberInfo {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "role": match self.role { Role::Configured => "configured", Role::Fallback => "fallback" },
-            "state": self.state.as_str(),
-            "endpoint": self.endpoint,
-            "since": self.since_ms,
-            "last_error": self.last_error,
-            "carrying": self.carrying,
-            "sent": self.sent,
-            "connects": self.connects,
-            "dropped": self.dropped,
-            "inbound_dropped": self.inbound_dropped,
-        })
-    }
-}
-
 /// Side effects decided under the lock, run after it is released (a
 /// fallback switch calls back into the route).
 #[derive(Default)]
@@ -190,12 +94,6 @@ struct After {
 
 fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Default for Route {
-    fn default() -> Self {
-        Route::new(PACKET_QUEUE_SIZE, LIVE_QUEUE_SIZE)
-    }
 }
 
 impl Route {
@@ -414,6 +312,11 @@ impl Route {
             .members
             .get(member)
             .and_then(|m| m.last_error.clone())
+    }
+
+    /// Everything queued, oldest first (the route is being replaced).
+    pub fn drain(&self) -> Vec<Packet> {
+        lock(&self.inner).queue.drain(..).collect()
     }
 
     pub fn queued(&self) -> usize {

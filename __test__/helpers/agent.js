@@ -1,0 +1,44 @@
+'use strict'
+// The agent as the black-box tests drive it: through the package's
+// InteractorClient, on the PM2_HOME the test file set before requiring this.
+
+const fs = require('fs')
+const { waitUntil } = require('./pm2')
+
+const client = () => require('../../src/InteractorClient')
+const constants = () => require('../../constants')
+
+function sleep (ms) { return new Promise((resolve) => setTimeout(resolve, ms)) }
+
+/** launchAndInteract against `backend` with `keys`; resolves with the IPC message. */
+function launchAgent (backend, keys) {
+  return new Promise((resolve, reject) => {
+    client().launchAndInteract({}, Object.assign({ info_node: backend.url }, keys), (err, msg) => {
+      if (err) return reject(err instanceof Error ? err : new Error(JSON.stringify(err)))
+      resolve(msg)
+    })
+  })
+}
+
+/** getInteractInfo: what `pm2 link info` shows. */
+function getInfos () {
+  return new Promise((resolve, reject) => {
+    client().getInteractInfo(constants(), (err, infos) => (err ? reject(err) : resolve(infos)))
+  })
+}
+
+/** killInteractorDaemon, then waits for the daemon process to be gone. */
+async function killAgent () {
+  const c = constants()
+  const pid = (() => { try { return parseInt(fs.readFileSync(c.INTERACTOR_PID_PATH, 'utf8')) } catch (e) { return 0 } })()
+  await new Promise((resolve) => client().killInteractorDaemon(c, () => resolve()))
+  if (pid) {
+    await waitUntil(() => { try { process.kill(pid, 0); return false } catch (e) { return true } }, 10000, 100, 'agent exit')
+  }
+}
+
+function agentLog () {
+  try { return fs.readFileSync(constants().INTERACTOR_LOG_FILE_PATH, 'utf8') } catch (e) { return '' }
+}
+
+module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog }
