@@ -6,7 +6,8 @@
 //
 //   node bench/compare.js [--window 60] [--settle 10] [--only js|ours]
 //                         [--apps 10,50] [--lines 50000] [--batch 10]
-//                         [--pause 1] [--no-flood] [--keep] [--out file]
+//                         [--pause 1] [--no-flood] [--bus 20000,60000]
+//                         [--bus-seconds 10] [--no-bus] [--keep] [--out file]
 //
 // Scenarios (each agent gets a fresh PM2 + backend per scenario; JS first,
 // then ours, scenario by scenario):
@@ -16,9 +17,14 @@
 //             every --pause ms; --pause 0 = as fast as it can), after the
 //             backend enabled log streaming (startLogging); measure
 //             the daemon's CPU during the flood and what reached the backend.
+//   bus-<R>   no real PM2: a synthetic PM2 (child process: pm2-axon pub-emitter
+//             on pub.sock, pm2-axon-rpc server on rpc.sock) publishes `log:out`
+//             at R msgs/s for --bus-seconds, after startLogging; measure loss,
+//             delivery latency, delivered rate, CPU per published message and
+//             the publisher's memory / pub socket backlog.
 // See bench/README.md for what each number means.
 
-const { spawn, execFileSync } = require('child_process')
+const { spawn, fork, execFileSync } = require('child_process')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
@@ -39,6 +45,8 @@ function parseArgs (argv) {
     only: null,
     apps: [10, 50],
     flood: true,
+    bus: [20000, 60000],
+    busSeconds: 10,
     lines: 50000,
     batch: 10,
     pause: 1,
@@ -70,6 +78,9 @@ function parseArgs (argv) {
       case '--connect-timeout': o.connectTimeout = num('connect-timeout', next()); break
       case '--quiet': o.quiet = num('quiet', next()); break
       case '--no-flood': o.flood = false; break
+      case '--bus': o.bus = String(next()).split(',').filter(Boolean).map((x) => num('bus', x)); break
+      case '--bus-seconds': o.busSeconds = num('bus-seconds', next()); break
+      case '--no-bus': o.bus = []; break
       case '--keep': o.keep = true; break
       case '--out': o.out = next(); break
       case '-h': case '--help':
@@ -86,6 +97,9 @@ function parseArgs (argv) {
   if (o.only && !AGENTS[o.only]) die(`--only expects one of ${Object.keys(AGENTS).join(', ')}`)
   if (o.window <= 0) die('--window must be > 0')
   if (o.lines > 999999) die('--lines must be < 1000000')
+  if (o.bus.some((r) => r <= 0)) die('--bus rates must be > 0')
+  if (o.busSeconds <= 0) die('--bus-seconds must be > 0')
+  if (o.bus.some((r) => r * o.busSeconds > 50e6)) die('--bus rate × --bus-seconds must be ≤ 50,000,000 messages')
   return o
 }
 
@@ -251,6 +265,26 @@ class BenchBackend extends Backend {
     this.lastLogAt = 0
     this.seen = null // Uint8Array of flood line numbers received
     this.seenUnique = 0
+    this.bus = null // bus scenario: see trackBus()
+  }
+
+  /**
+   * Bus scenario: expect lines `seq=<n> t=<publish epoch ms>` with n < total;
+   * record the first arrival of each (latency = arrival − t).
+   */
+  trackBus (total) {
+    this.bus = {
+      total,
+      seen: new Uint8Array(total),
+      lat: new Float64Array(total), // ms, by seq (first arrival)
+      unique: 0,
+      lines: 0, // with duplicates
+      outOfRange: 0,
+      packets: 0,
+      firstAt: 0, // epoch ms of the first / last line received
+      lastAt: 0
+    }
+    this.logPackets = 0
   }
 
   trackLines (n) {
@@ -265,6 +299,12 @@ class BenchBackend extends Backend {
     this.emit('connection', ws)
     ws.on('message', (raw) => {
       const str = raw.toString()
+      // Fast path for the log floods: no JSON.parse of every `logs` packet
+      // (the bench process shares the CPUs with the agent).
+      if (str.startsWith('{"channel":"logs"')) {
+        this.channels.logs = (this.channels.logs || 0) + 1
+        return this._onLogs(str)
+      }
       let msg
       try { msg = JSON.parse(str) } catch (e) { return }
       const channel = msg && typeof msg.channel === 'string' ? msg.channel : '?'
@@ -299,6 +339,7 @@ class BenchBackend extends Backend {
   _onLogs (str) {
     this.logPackets++
     this.lastLogAt = performance.now()
+    if (this.bus) return this._onBusLogs(str)
     // Payload-shape agnostic: count the numbered flood lines in the packet.
     const re = /flood-(\d{6})/g
     let m
@@ -309,6 +350,29 @@ class BenchBackend extends Backend {
         this.seen[i] = 1
         this.seenUnique++
       }
+    }
+  }
+
+  _onBusLogs (str) {
+    const b = this.bus
+    const now = performance.timeOrigin + performance.now()
+    b.packets++
+    const re = /seq=(\d+) t=(\d+(?:\.\d+)?)/g
+    let m
+    let any = false
+    while ((m = re.exec(str))) {
+      any = true
+      b.lines++
+      const i = Number(m[1])
+      if (i >= b.total) { b.outOfRange++; continue }
+      if (b.seen[i]) continue
+      b.seen[i] = 1
+      b.unique++
+      b.lat[i] = now - Number(m[2])
+    }
+    if (any) {
+      if (!b.firstAt) b.firstAt = now
+      b.lastAt = now
     }
   }
 }
@@ -346,7 +410,7 @@ setInterval(() => {}, 1000)
  * Fresh PM2 with `apps`, a fresh backend, the agent daemon; then `measure`.
  * Everything is torn down whatever happens.
  */
-async function withSetup (agentKey, apps, opts, measure) {
+async function withSetup (agentKey, apps, opts, measure, setup = {}) {
   const agent = AGENTS[agentKey]
   if (!fs.existsSync(agent.script)) throw new Error(`${agent.script} not found`)
   // Short path under /tmp: unix socket paths are limited to ~107 bytes.
@@ -358,26 +422,34 @@ async function withSetup (agentKey, apps, opts, measure) {
     fs.rmSync(home, { recursive: true, force: true })
   })
   const logFile = path.join(home, 'agent-bench.log')
+  let fake = null
   try {
-    // PM2 and the apps.
-    addCleanup(() => killPm2(home))
-    const appsDir = path.join(home, 'apps')
-    fs.mkdirSync(appsDir)
-    const decl = apps.map((a) => Object.assign({
-      script: writeApp(appsDir, `${a.name}.js`, a.body),
-      cwd: appsDir,
-      out_file: '/dev/null',
-      error_file: '/dev/null',
-      autorestart: true
-    }, a.extra || {}))
-    const eco = path.join(appsDir, 'apps.json')
-    fs.writeFileSync(eco, JSON.stringify({ apps: decl }, null, 2))
-    await pm2(home, ['start', eco])
     let list = []
-    await waitUntil(async () => {
-      list = await jlist(home)
-      return list.length === apps.length && list.every((p) => p.pm2_env.status === 'online' && p.pid)
-    }, 60000, 500, `${apps.length} apps online in PM2`)
+    if (setup.fakePm2) {
+      // A synthetic PM2 (bus + RPC only, no apps actually run).
+      fake = await startFakePm2(home, apps.map((a) => a.name))
+      addCleanup(() => fake.stop())
+      list = fake.list
+    } else {
+      // PM2 and the apps.
+      addCleanup(() => killPm2(home))
+      const appsDir = path.join(home, 'apps')
+      fs.mkdirSync(appsDir)
+      const decl = apps.map((a) => Object.assign({
+        script: writeApp(appsDir, `${a.name}.js`, a.body),
+        cwd: appsDir,
+        out_file: '/dev/null',
+        error_file: '/dev/null',
+        autorestart: true
+      }, a.extra || {}))
+      const eco = path.join(appsDir, 'apps.json')
+      fs.writeFileSync(eco, JSON.stringify({ apps: decl }, null, 2))
+      await pm2(home, ['start', eco])
+      await waitUntil(async () => {
+        list = await jlist(home)
+        return list.length === apps.length && list.every((p) => p.pm2_env.status === 'online' && p.pid)
+      }, 60000, 500, `${apps.length} apps online in PM2`)
+    }
 
     // The backend.
     const backend = new BenchBackend()
@@ -414,6 +486,7 @@ async function withSetup (agentKey, apps, opts, measure) {
     const pid = child.pid
     const alive = () => {
       if (exited) throw new Error(`the ${agent.label} daemon exited (code ${exited.code}, signal ${exited.sig})`)
+      if (fake && fake.exited) throw new Error(`the synthetic PM2 exited (${JSON.stringify(fake.exited)}); see ${fake.logFile}`)
     }
 
     // Connected, with a status listing every app.
@@ -440,7 +513,7 @@ async function withSetup (agentKey, apps, opts, measure) {
         `(channels received: ${JSON.stringify(backend.channels)}; last process count ${backend.procCount})`)
     }
     log(`  ${agent.label}: status with ${apps.length} apps received; settling ${opts.settle}s`)
-    return await measure({ agent, home, pid, backend, list, alive, logFile })
+    return await measure({ agent, home, pid, backend, list, alive, logFile, fake })
   } catch (e) {
     e.logTail = tail(logFile)
     throw e
@@ -491,6 +564,22 @@ async function idleRun (agentKey, n, opts) {
   })
 }
 
+/**
+ * Enables log streaming, as PM2.io does when the logs page is open:
+ * `trigger:pm2:action` startLogging; resolves with the agent's reply (or null).
+ */
+async function startLogging (backend, agent) {
+  backend.send('trigger:pm2:action', { method_name: 'startLogging', parameters: {} })
+  try {
+    const p = await backend.waitFor((m) => m.channel === 'trigger:pm2:result' &&
+      m.payload && m.payload.meta && m.payload.meta.method_name === 'startLogging', 10000, 'startLogging result')
+    return p.payload.ret
+  } catch (e) {
+    log(`  ${agent.label}: WARNING no trigger:pm2:result for startLogging within 10s, flooding anyway`)
+    return null
+  }
+}
+
 async function floodRun (agentKey, opts) {
   const apps = [{
     name: 'flood',
@@ -519,17 +608,8 @@ async function floodRun (agentKey, opts) {
       })
       await Promise.race([busConnected, sleep(5000)])
 
-      // Enable log streaming, as PM2.io does when the logs page is open.
       backend.trackLines(opts.lines)
-      backend.send('trigger:pm2:action', { method_name: 'startLogging', parameters: {} })
-      let startLoggingReply = null
-      try {
-        const p = await backend.waitFor((m) => m.channel === 'trigger:pm2:result' &&
-          m.payload && m.payload.meta && m.payload.meta.method_name === 'startLogging', 10000, 'startLogging result')
-        startLoggingReply = p.payload.ret
-      } catch (e) {
-        log(`  ${agent.label}: WARNING no trigger:pm2:result for startLogging within 10s, flooding anyway`)
-      }
+      const startLoggingReply = await startLogging(backend, agent)
 
       // Idle baseline with logging on, to subtract from the flood CPU.
       const b0 = cpuSample(pid)
@@ -602,6 +682,320 @@ async function floodRun (agentKey, opts) {
   })
 }
 
+// ---------------------------------------------------------------- synthetic PM2
+
+/**
+ * Child-process side of the synthetic PM2 (`compare.js --fake-pm2`, forked
+ * with an IPC channel): PM2's bus (pm2-axon `pub-emitter` on
+ * $PM2_HOME/pub.sock, as lib/Daemon.js binds it) and PM2's RPC server
+ * (`rep` + pm2-axon-rpc Server on $PM2_HOME/rpc.sock) answering with
+ * $FAKE_PM2_APPS as online processes. On `{cmd: 'flood'}` it publishes
+ * `log:out` packets shaped like lib/God/ForkMode.js's at a fixed rate.
+ */
+function fakePm2Main () {
+  const rpc = require('pm2-axon-rpc')
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.removeAllListeners(sig) // the benchmark's own handlers
+    process.on(sig, () => process.exit(0))
+  }
+  const home = process.env.PM2_HOME
+  const names = JSON.parse(process.env.FAKE_PM2_APPS || '["bus-app"]')
+  const startedAt = Date.now()
+  const procs = names.map((name, id) => ({
+    pid: process.pid,
+    name,
+    pm_id: id,
+    monit: { memory: 30 * 1024 * 1024, cpu: 0 },
+    pm2_env: {
+      name,
+      pm_id: id,
+      status: 'online',
+      exec_mode: 'fork_mode',
+      exec_interpreter: 'node',
+      node_args: [],
+      pm_exec_path: path.join(home, `${name}.js`),
+      pm_cwd: home,
+      restart_time: 0,
+      unstable_restarts: 0,
+      created_at: startedAt,
+      pm_uptime: startedAt,
+      unique_id: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+      versioning: null,
+      namespace: 'default',
+      instances: 1,
+      autorestart: true,
+      axm_actions: [],
+      axm_monitor: {},
+      axm_options: {},
+      axm_dynamic: {}
+    }
+  }))
+
+  const calls = {} // RPC method → number of calls (what the agent needs)
+  const pub = axon.socket('pub-emitter')
+  const rep = axon.socket('rep')
+  const server = new rpc.Server(rep)
+  rep.on('message', (msg) => {
+    const k = msg && msg.type === 'methods' ? '(methods)' : String(msg && msg.method)
+    calls[k] = (calls[k] || 0) + 1
+  })
+  // pm2-axon-rpc appends the callback to the caller's args and reads the
+  // parameter names from `function (…)` sources: keep the classic syntax.
+  const cbOf = (args) => args[args.length - 1]
+  server.expose({
+    getMonitorData: function (opts, cb) { cbOf(arguments)(null, procs) },
+    getSystemData: function (opts, cb) { cbOf(arguments)(null, {}) },
+    getVersion: function (opts, cb) { cbOf(arguments)(null, process.env.FAKE_PM2_VERSION || '0.0.0') },
+    ping: function (opts, cb) { cbOf(arguments)(null, { msg: 'pong' }) },
+    msgProcess: function (cmd, cb) { cbOf(arguments)(null, 0) },
+    sendDataToProcessId: function (packet, cb) { cbOf(arguments)(null, { success: true }) },
+    dumpProcessList: function (cb) { cbOf(arguments)(null, { success: true }) }
+  })
+
+  // Bytes queued in the pub socket's connections (a slow subscriber).
+  const backlog = () => {
+    let n = 0
+    for (const s of pub.sock.socks) n += s.writableLength || 0
+    return n
+  }
+  let maxBacklog = 0
+  setInterval(() => { const b = backlog(); if (b > maxBacklog) maxBacklog = b }, 20)
+
+  function flood ({ id, rate, seconds, pm_id: pmId, name }) {
+    const total = Math.round(rate * seconds)
+    const perTickCap = Math.max(1, Math.ceil(rate / 1000)) * 5 // no catch-up burst beyond 5 ticks' worth
+    const proc = { pm_id: pmId, name, rev: null, namespace: 'default' }
+    const durMs = seconds * 1000
+    let seq = 0
+    let ticks = 0
+    let capped = 0
+    const cpu0 = process.cpuUsage()
+    const t0 = performance.now()
+    const tick = () => {
+      ticks++
+      const now = performance.now()
+      const el = now - t0
+      let due = Math.min(total, Math.floor(rate * el / 1000)) - seq
+      if (due > perTickCap) { due = perTickCap; capped++ }
+      if (due > 0) {
+        const t = (performance.timeOrigin + now).toFixed(3)
+        const at = Date.now()
+        for (let k = 0; k < due; k++, seq++) pub.emit('log:out', { process: proc, at, data: `seq=${seq} t=${t}\n` })
+        const b = backlog()
+        if (b > maxBacklog) maxBacklog = b
+      }
+      if (seq < total && el < durMs) return setTimeout(tick, 1)
+      const t1 = performance.now()
+      const cpu = process.cpuUsage(cpu0)
+      process.send({
+        id,
+        published: seq,
+        total,
+        t0_epoch: performance.timeOrigin + t0,
+        t1_epoch: performance.timeOrigin + t1,
+        elapsed_s: (t1 - t0) / 1000,
+        ticks,
+        capped_ticks: capped,
+        cpu_s: (cpu.user + cpu.system) / 1e6,
+        backlog_bytes: backlog(),
+        max_backlog_bytes: maxBacklog
+      })
+    }
+    setTimeout(tick, 1)
+  }
+
+  process.on('message', (m) => {
+    if (!m || !m.cmd) return
+    if (m.cmd === 'flood') return flood(m)
+    if (m.cmd === 'reset') maxBacklog = backlog()
+    process.send({ id: m.id, calls, subscribers: pub.sock.socks.length, backlog_bytes: backlog(), max_backlog_bytes: maxBacklog })
+  })
+  process.on('disconnect', () => process.exit(0))
+
+  let bound = 0
+  const onBound = () => { if (++bound === 2) process.send({ type: 'ready' }) }
+  pub.sock.once('bind', onBound)
+  rep.once('bind', onBound)
+  pub.bind(path.join(home, 'pub.sock'))
+  rep.bind(path.join(home, 'rpc.sock'))
+}
+
+/** Parent side: forks the synthetic PM2 for `home`, resolves once it is bound. */
+async function startFakePm2 (home, names) {
+  const logFile = path.join(home, 'fake-pm2.log')
+  const out = fs.openSync(logFile, 'a')
+  const env = Object.assign({}, process.env, {
+    PM2_HOME: home,
+    FAKE_PM2_APPS: JSON.stringify(names),
+    FAKE_PM2_VERSION: PM2_VERSION
+  })
+  delete env.NODE_OPTIONS
+  const child = fork(__filename, ['--fake-pm2'], { env, stdio: ['ignore', out, out, 'ipc'], execArgv: [] })
+  fs.closeSync(out)
+  const fake = {
+    pid: child.pid,
+    logFile,
+    exited: null,
+    list: names.map((name, i) => ({ name, pm_id: i, pid: child.pid })),
+    request: null,
+    stop: null
+  }
+  const pending = new Map()
+  let nextId = 1
+  let onReady = null
+  const exitP = new Promise((resolve) => child.once('exit', (code, sig) => {
+    fake.exited = { code, sig }
+    for (const p of pending.values()) p.reject(new Error(`synthetic PM2 exited (code ${code}, signal ${sig})`))
+    pending.clear()
+    if (onReady) onReady.reject(new Error(`synthetic PM2 exited (code ${code}, signal ${sig}) before binding; see ${logFile}`))
+    resolve()
+  }))
+  child.on('message', (m) => {
+    if (m && m.type === 'ready' && onReady) { onReady.resolve(); onReady = null; return }
+    const p = m && pending.get(m.id)
+    if (p) { pending.delete(m.id); clearTimeout(p.timer); p.resolve(m) }
+  })
+  fake.request = (cmd, args = {}, timeoutMs = 10000) => new Promise((resolve, reject) => {
+    if (fake.exited) return reject(new Error('synthetic PM2 not running'))
+    const id = nextId++
+    const timer = setTimeout(() => { pending.delete(id); reject(new Error(`synthetic PM2: no answer to ${cmd} within ${timeoutMs / 1000}s`)) }, timeoutMs)
+    pending.set(id, { resolve, reject, timer })
+    child.send(Object.assign({ cmd, id }, args))
+  })
+  fake.stop = async () => {
+    if (fake.exited) return
+    child.kill('SIGTERM')
+    const t = await Promise.race([exitP, sleep(3000).then(() => 'timeout')])
+    if (t === 'timeout') { child.kill('SIGKILL'); await exitP }
+  }
+  await new Promise((resolve, reject) => {
+    onReady = { resolve, reject }
+    setTimeout(() => { if (onReady) { onReady = null; reject(new Error(`synthetic PM2 did not bind within 10s; see ${logFile}`)) } }, 10000)
+  })
+  return fake
+}
+
+/** Percentile `p` (0–100) of a sorted array. */
+function percentile (sorted, p) {
+  if (!sorted.length) return null
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p / 100 * sorted.length) - 1)]
+}
+
+async function busRun (agentKey, rate, opts) {
+  // Two processes: the one that logs, and an idle one (both listed as online).
+  const apps = [{ name: 'bus-app' }, { name: 'bus-idle' }]
+  return withSetup(agentKey, apps, opts, async ({ agent, pid, backend, alive, fake }) => {
+    await sleep(opts.settle * 1000)
+    alive()
+    const total = Math.round(rate * opts.busSeconds)
+    backend.trackBus(total)
+    const startLoggingReply = await startLogging(backend, agent)
+
+    // Idle baseline with logging on, to subtract from the flood CPU.
+    const b0 = cpuSample(pid)
+    await sleep(opts.baseline * 1000)
+    const b1 = cpuSample(pid)
+    const baseRate = (b1.stat - b0.stat) / ((b1.t - b0.t) / 1000)
+    const baseRateSched = b1.sched != null && b0.sched != null ? (b1.sched - b0.sched) / ((b1.t - b0.t) / 1000) : null
+    alive()
+
+    const pre = await fake.request('reset')
+    const pubBefore = memory(fake.pid)
+    log(`  ${agent.label}: publishing ${total} log:out at ${rate}/s for ${opts.busSeconds}s ` +
+      `(bus subscribers: ${pre.subscribers})`)
+    const th0 = threadCpu(pid)
+    const samples = [cpuSample(pid)]
+    const tStart = samples[0].t
+    let done = null
+    let doneAt = 0
+    let failed = null
+    fake.request('flood', { rate, seconds: opts.busSeconds, pm_id: 0, name: 'bus-app' }, (opts.busSeconds + 120) * 1000)
+      .then((m) => { done = m; doneAt = performance.now() }, (e) => { failed = e })
+    const quietMs = opts.quiet * 1000
+    const hardMs = Math.max(100, opts.busSeconds + 30) * 1000 // the JS agent stops streaming 120s after startLogging
+    let pubPeakRss = 0
+    let reason = null
+    for (;;) {
+      await sleep(100)
+      alive()
+      if (failed) throw failed
+      const s = cpuSample(pid)
+      samples.push(s)
+      try { pubPeakRss = Math.max(pubPeakRss, kvFile(`/proc/${fake.pid}/status`).VmRSS || 0) } catch (e) {}
+      if (done) {
+        if (backend.bus.unique >= done.published) { reason = 'all published lines delivered'; break }
+        if (s.t - Math.max(backend.lastLogAt, doneAt) >= quietMs) { reason = `nothing new for ${opts.quiet}s`; break }
+      }
+      if (s.t - tStart >= hardMs) { reason = `hard timeout ${hardMs / 1000}s`; break }
+    }
+    const endAt = reason === 'all published lines delivered' ? samples[samples.length - 1].t : Math.max(backend.lastLogAt, doneAt || tStart)
+    const end = samples.find((s) => s.t >= endAt) || samples[samples.length - 1]
+    const start = samples[0]
+    const secs = (end.t - start.t) / 1000
+    const cpu = end.stat - start.stat
+    const cpuSched = end.sched != null && start.sched != null ? end.sched - start.sched : null
+    const cpuNet = Math.max(0, cpu - baseRate * secs)
+    const cpuSchedNet = cpuSched == null || baseRateSched == null ? null : Math.max(0, cpuSched - baseRateSched * secs)
+    const th1 = threadCpu(pid)
+    const mem = memory(pid)
+    const pubAfter = memory(fake.pid)
+    const post = await fake.request('stats')
+    if (!done) done = { published: 0, total, elapsed_s: null, t0_epoch: null }
+
+    const b = backend.bus
+    const lats = []
+    for (let i = 0; i < b.total; i++) if (b.seen[i]) lats.push(b.lat[i])
+    lats.sort((x, y) => x - y)
+    const published = done.published
+    const deliverSecs = b.lastAt && done.t0_epoch ? (b.lastAt - done.t0_epoch) / 1000 : null
+    const r = {
+      rate_target: rate,
+      publish_s: round(done.elapsed_s, 3),
+      published,
+      publish_rate: done.elapsed_s ? Math.round(published / done.elapsed_s) : null,
+      publish_capped_ticks: done.capped_ticks, // ticks where the publisher was > 5 ticks behind
+      received_unique: b.unique,
+      received_lines_with_dups: b.lines,
+      received_out_of_range: b.outOfRange,
+      logs_packets: b.packets,
+      lost: published - b.unique,
+      loss_pct: published ? round((published - b.unique) / published * 100, 3) : null,
+      latency_p50_ms: round(percentile(lats, 50), 2),
+      latency_p99_ms: round(percentile(lats, 99), 2),
+      latency_max_ms: round(lats.length ? lats[lats.length - 1] : null, 2),
+      delivered_per_s: deliverSecs ? Math.round(b.unique / deliverSecs) : null,
+      delivery_s: round(deliverSecs, 3), // first publish → last line received
+      start_logging_reply: startLoggingReply,
+      end_reason: reason,
+      flood_s: round(secs, 3),
+      cpu_s: round(cpu, 3),
+      cpu_net_s: round(cpuNet, 3),
+      cpu_us_per_msg: published ? round(cpuNet / published * 1e6, 2) : null,
+      cpu_us_per_msg_raw: published ? round(cpu / published * 1e6, 2) : null,
+      cpu_sched_us_per_msg: published && cpuSchedNet != null ? round(cpuSchedNet / published * 1e6, 2) : null,
+      baseline_cpu_s_per_min: round(baseRate * 60, 4),
+      baseline_cpu_sched_s_per_min: baseRateSched == null ? null : round(baseRateSched * 60, 4),
+      cpu_ms_by_thread: threadDelta(th0, th1), // to the end of the quiet period
+      ...mem,
+      pub_rss_before_kb: pubBefore.rss_kb,
+      pub_peak_rss_kb: Math.max(pubPeakRss, pubAfter.rss_kb || 0),
+      pub_hwm_kb: pubAfter.hwm_kb,
+      pub_rss_after_kb: pubAfter.rss_kb,
+      pub_max_backlog_kb: round(Math.max(done.max_backlog_bytes || 0, post.max_backlog_bytes || 0) / 1024, 1),
+      pub_backlog_at_publish_end_kb: done.backlog_bytes == null ? null : round(done.backlog_bytes / 1024, 1),
+      pub_cpu_s: round(done.cpu_s, 3),
+      pm2_rpc_calls: post.calls
+    }
+    log(`  ${agent.label}: published ${published} in ${r.publish_s}s (${r.publish_rate}/s), received ${b.unique} unique ` +
+      `(loss ${r.loss_pct}%) in ${b.packets} packets, ${r.delivered_per_s}/s, latency p50 ${r.latency_p50_ms} ms ` +
+      `p99 ${r.latency_p99_ms} ms [${reason}]; CPU ${r.cpu_s}s (net ${r.cpu_net_s}s) → ${r.cpu_us_per_msg} µs/msg; ` +
+      `publisher peak RSS ${mb(r.pub_peak_rss_kb)} MB, max backlog ${mb(r.pub_max_backlog_kb)} MB; ` +
+      `by thread (ms): ${fmtThreads(r.cpu_ms_by_thread)}; PM2 RPC calls: ${JSON.stringify(post.calls)}`)
+    if (!b.unique) throw new Error(`${agent.label} forwarded no bus line (channels: ${JSON.stringify(backend.channels)})`)
+    return r
+  }, { fakePm2: true })
+}
+
 // ---------------------------------------------------------------- report
 
 let BARE = null
@@ -664,6 +1058,24 @@ function buildRows (results) {
   add(f, 'CPU µs / `logs` packet', 'cpu_us_per_packet')
   add(f, 'USS after flood (MB)', 'uss_kb', MB)
   add(f, 'peak RSS VmHWM (MB)', 'hwm_kb', MB)
+  for (const rate of results.options.bus || []) {
+    const s = `bus-${rate}`
+    add(s, 'published msgs', 'published')
+    add(s, 'achieved publish rate (msgs/s)', 'publish_rate')
+    add(s, 'received (unique)', 'received_unique')
+    add(s, 'loss %', 'loss_pct')
+    add(s, 'delivered msgs/s', 'delivered_per_s')
+    add(s, 'latency p50 (ms)', 'latency_p50_ms')
+    add(s, 'latency p99 (ms)', 'latency_p99_ms')
+    add(s, '`logs` packets', 'logs_packets')
+    add(s, 'CPU s during flood, minus idle', 'cpu_net_s')
+    add(s, 'CPU µs / published msg, minus idle', 'cpu_us_per_msg')
+    add(s, 'CPU µs / published msg (schedstat)', 'cpu_sched_us_per_msg')
+    add(s, 'agent peak RSS VmHWM (MB)', 'hwm_kb', MB)
+    add(s, 'publisher RSS before flood (MB)', 'pub_rss_before_kb', MB)
+    add(s, 'publisher peak RSS (MB)', 'pub_peak_rss_kb', MB)
+    add(s, 'publisher max pub-socket backlog (MB)', 'pub_max_backlog_kb', MB)
+  }
   return rows
 }
 
@@ -711,6 +1123,12 @@ function noiseWarnings (results) {
     if (scn === 'flood' && js && ours && !js.error && !ours.error && js.bus_chunks && ours.bus_chunks) {
       const d = Math.abs(js.bus_chunks - ours.bus_chunks) / Math.max(js.bus_chunks, ours.bus_chunks)
       if (d > 0.1) out.push(`flood: PM2 chunked the output differently (${js.bus_chunks} vs ${ours.bus_chunks} bus messages), so per-line figures are less comparable (machine busy?)`)
+    }
+    if (scn.startsWith('bus-')) {
+      for (const [a, r] of Object.entries(byAgent)) {
+        if (!r || r.error || !r.publish_rate) continue
+        if (r.publish_rate < r.rate_target * 0.95) out.push(`${scn}/${a}: the synthetic PM2 published only ${r.publish_rate} msgs/s of ${r.rate_target} (machine busy?)`)
+      }
     }
   }
   return out
@@ -763,10 +1181,14 @@ async function main () {
   const plan = []
   for (const n of opts.apps) plan.push({ name: `idle-${n}`, run: (a) => idleRun(a, n, opts) })
   if (opts.flood) plan.push({ name: 'flood', run: (a) => floodRun(a, opts) })
+  for (const rate of opts.bus) plan.push({ name: `bus-${rate}`, run: (a) => busRun(a, rate, opts) })
 
-  const perRun = opts.settle + 10 + Math.max(opts.window, opts.baseline + 10)
+  const perRun = (scn) => opts.settle + 10 + (scn.startsWith('bus-')
+    ? opts.baseline + opts.busSeconds + opts.quiet + 5
+    : scn === 'flood' ? opts.baseline + 10 : opts.window)
+  const total = plan.reduce((sum, p) => sum + perRun(p.name), 0) * agents.length
   log(`bench: ${agents.join(' + ')} × ${plan.map((p) => p.name).join(', ')}; window ${opts.window}s, settle ${opts.settle}s ` +
-    `(~${Math.ceil(perRun * agents.length * plan.length / 60)} min)`)
+    `(~${Math.ceil(total / 60)} min)`)
   let failures = 0
   for (const scn of plan) {
     results.scenarios[scn.name] = {}
@@ -796,6 +1218,7 @@ async function main () {
   for (const w of warnings) console.log(`WARNING: ${w}`)
   if (BARE) console.log(`\nBare node (${process.version}, idle, nothing loaded): USS ${mb(BARE.uss_kb)} MB, RSS ${mb(BARE.rss_kb)} MB.`)
   console.log('Targets: private memory (USS) ≤ 1/3 of JS; CPU per status tick and per forwarded log line ≤ 1/10 of JS.')
+  if (opts.bus.length) console.log('Bus rows: loss and latency of a synthetic PM2 bus (see bench/README.md); no target, lower is better except the rates.')
 
   const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\..*/, '')
   const outFile = opts.out || path.join(__dirname, `results-${stamp}.json`)
@@ -807,9 +1230,13 @@ async function main () {
   }
 }
 
-main().catch(async (e) => {
-  console.error(e.stack || e)
-  process.exitCode = 1
-}).finally(async () => {
-  await runCleanups()
-})
+if (process.argv[2] === '--fake-pm2') {
+  fakePm2Main() // the synthetic PM2 of the bus scenarios (a child of the benchmark)
+} else {
+  main().catch(async (e) => {
+    console.error(e.stack || e)
+    process.exitCode = 1
+  }).finally(async () => {
+    await runCleanups()
+  })
+}

@@ -110,6 +110,9 @@ pub struct DaemonConfig {
     /// How long a transporter may take to connect and prove its peer
     /// (`PM2_AGENT_PROOF_TIMEOUT`, ms; default 10 s).
     pub proof_timeout: Duration,
+    /// Bytes each outbound queue may hold (`PM2_AGENT_QUEUE_BYTES`;
+    /// default 8 MiB): bursts wait there while the socket writes.
+    pub queue_bytes: usize,
     /// Transporters from `config.json` and `AGENT_*` variables.
     pub transporters: Vec<TransporterSettings>,
     /// The whole environment (DEBUG, proxies, …).
@@ -246,6 +249,7 @@ impl DaemonConfig {
             proof_timeout: Duration::from_millis(
                 number("PM2_AGENT_PROOF_TIMEOUT", 10_000)?.max(100),
             ),
+            queue_bytes: number("PM2_AGENT_QUEUE_BYTES", 8 << 20)?.max(1024) as usize,
             env,
         })
     }

@@ -107,6 +107,7 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
         // Per transporter: state, endpoint, since when, last error, and
         // which one carries the traffic (docs/transport.md).
         v["transport"] = w.transport_infos();
+        v["drops"] = w.drops_infos();
     }
     Some(v)
 }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
+use crate::common::drops::Drops;
 use crate::common::{Endpoints, Packet};
 use crate::config::transporters::Kind;
 use crate::config::DaemonConfig;
@@ -68,6 +69,8 @@ struct Inner {
     /// The transporters in use, replaced when a re-verification changes
     /// which ones apply.
     hub: Mutex<Arc<Hub>>,
+    /// Everything dropped, per channel and reason (`getInfos.drops`).
+    drops: Arc<Drops>,
     inbound_tx: mpsc::Sender<Packet>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -87,6 +90,7 @@ impl Workers {
                 cfg: cfg.clone(),
                 pm2: pm2.clone(),
                 hub: Mutex::new(Arc::new(Hub::default())),
+                drops: Arc::default(),
                 inbound_tx,
                 tasks: Mutex::new(vec![]),
             }),
@@ -171,6 +175,8 @@ impl Workers {
                 &plan,
                 &|kind, route, role| self.build_transporter(kind, route, role),
                 cfg.packet_queue_size,
+                cfg.queue_bytes,
+                &self.inner.drops,
             ));
             hub.replace_with(&next);
             *hub = next;
@@ -244,6 +250,11 @@ impl Workers {
             return None;
         }
         hub.last_error()
+    }
+
+    /// Everything dropped so far, per channel and reason.
+    pub fn drops_infos(&self) -> Value {
+        self.inner.drops.to_json()
     }
 
     /// Each transporter's state, for `getInfos.transport`.
@@ -369,7 +380,6 @@ async fn bus_loop(
 ) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
     let mut reported_drops = 0;
-    let drop_log = crate::logging::Throttle::default();
     while let Some(ev) = sub.recv().await {
         let packet = ev
             .args
@@ -404,12 +414,11 @@ async fn bus_loop(
         }
         let dropped = sub.dropped();
         if dropped > reported_drops {
-            if let Some(n) = drop_log.hit("bus", dropped - reported_drops) {
-                tracing::warn!(
-                    total = dropped,
-                    "{n} PM2 bus events dropped since the last report: the agent could not keep up"
-                );
-            }
+            workers.inner.drops.record(
+                "bus",
+                "PM2 bus subscription full: the agent could not keep up",
+                dropped - reported_drops,
+            );
             reported_drops = dropped;
         }
     }

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 /// Reconnect delays: `initial` doubling up to `max`; each delay is drawn in
-/// [d/2, d] ("equal jitter") so agents cut off together (backend restart)
-/// do not all come back in the same second.
+/// [0, d] ("full jitter") so a fleet of agents cut off together (a backend
+/// restart) spreads its reconnections over the whole window instead of
+/// coming back in one burst, and an agent is never more than `max` late.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
@@ -47,10 +48,10 @@ impl Backoff {
     }
 }
 
+/// A delay drawn in [0, base] from the random `r`.
 pub fn jitter(base: Duration, r: u64) -> Duration {
-    let half = base / 2;
-    let span = (base - half).as_nanos().min(u64::MAX as u128) as u64;
-    half + Duration::from_nanos(r % span.saturating_add(1))
+    let span = base.as_nanos().min(u64::MAX as u128) as u64;
+    Duration::from_nanos(r % span.saturating_add(1))
 }
 
 /// A random non-zero seed (xorshift needs one).
@@ -63,24 +64,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let bases = [1, 2, 4, 8, 16, 32, 60, 60, 60];
+    fn backoff_doubles_with_full_jitter_capped_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+        let bases = [1, 2, 4, 8, 8, 8];
         for base in bases {
             let d = b.next_delay();
-            let base = Duration::from_secs(base);
-            assert!(
-                d >= base / 2 && d <= base,
-                "{d:?} outside [{:?}, {base:?}]",
-                base / 2
-            );
+            assert!(d <= Duration::from_secs(base), "{d:?} over {base} s");
         }
+        // At the cap the delays spread over the whole window (a fleet does
+        // not come back in one burst) and never exceed it.
+        let draws: Vec<Duration> = (0..1000).map(|_| b.next_delay()).collect();
+        assert!(draws.iter().all(|d| *d <= Duration::from_secs(8)));
+        assert!(draws.iter().any(|d| *d < Duration::from_secs(1)));
+        assert!(draws.iter().any(|d| *d > Duration::from_secs(7)));
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(1));
-        assert_eq!(jitter(Duration::from_secs(10), 0), Duration::from_secs(5));
+        assert_eq!(jitter(Duration::from_secs(10), 0), Duration::ZERO);
         assert_eq!(
             jitter(Duration::from_secs(10), u64::MAX),
-            Duration::from_secs(5) + Duration::from_nanos(u64::MAX % 5_000_000_001)
+            Duration::from_nanos(u64::MAX % 10_000_000_001)
         );
         assert_eq!(jitter(Duration::ZERO, 7), Duration::ZERO);
         // Absurd settings do not overflow or panic.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::plan::{FallbackPlan, Plan};
 use super::route::{Role, Route};
 use super::{TransportEndpoint, Transporter};
+use crate::common::drops::Drops;
 use crate::common::Packet;
 use crate::config::transporters::Kind;
 
@@ -31,10 +32,18 @@ pub struct Hub {
 
 impl Hub {
     /// The transporters `plan` needs, not connected yet (see [`Hub::apply`]).
-    pub fn build(plan: &Plan, factory: Factory<'_>, offline_cap: usize) -> Hub {
+    /// Each route keeps at most `offline_cap` packets while nothing carries
+    /// it and weighs at most `queue_bytes`; all count their drops in `drops`.
+    pub fn build(
+        plan: &Plan,
+        factory: Factory<'_>,
+        offline_cap: usize,
+        queue_bytes: usize,
+        drops: &Arc<Drops>,
+    ) -> Hub {
         let mut routes = Vec::new();
         for r in &plan.routes {
-            let route = Arc::new(Route::new(offline_cap, super::route::LIVE_QUEUE_SIZE));
+            let route = Arc::new(Route::new(offline_cap, queue_bytes, drops.clone()));
             let Some(configured) = factory(r.kind, route.clone(), Role::Configured) else {
                 continue;
             };
@@ -160,6 +169,7 @@ impl Hub {
                 json!({
                     "carrier": r.route.carrier_name(),
                     "queued": r.route.queued(),
+                    "queued_bytes": r.route.queued_bytes(),
                     "dropped": {
                         "queue_full": drops.queue_full,
                         "superseded": drops.superseded,

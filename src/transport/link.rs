@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 use super::backoff::Backoff;
 use super::route::{LinkState, LinkStats, Role, Route};
 use super::{TransportEndpoint, TransportStats, Transporter};
+use crate::common::drops::Drops;
 use crate::common::Packet;
 
 /// How to reach and prove one kind of peer.
@@ -87,17 +88,17 @@ pub trait Session: Send + 'static {
 /// What a session may use of its transporter.
 pub struct Io {
     route: Arc<Route>,
+    drops: Arc<Drops>,
     member: usize,
     inbound: mpsc::Sender<Packet>,
     pub stats: Arc<LinkStats>,
-    name: &'static str,
 }
 
 impl Io {
-    /// Up to `max` packets to write, oldest first (none unless this
-    /// transporter carries the traffic).
-    pub fn take(&self, max: usize) -> Vec<Packet> {
-        self.route.take(self.member, max)
+    /// Up to `max` packets and about `max_bytes` to write, oldest first
+    /// (none unless this transporter carries the traffic).
+    pub fn take(&self, max: usize, max_bytes: usize) -> Vec<Packet> {
+        self.route.take(self.member, max, max_bytes)
     }
 
     /// Packets taken but not written go back to the front of the route.
@@ -105,21 +106,22 @@ impl Io {
         self.route.give_back(packets);
     }
 
-    /// Counts `n` outbound packets that will never be sent and says why in
-    /// the log, at most once per reason and interval (see
-    /// [`crate::logging::Throttle`]).
-    pub fn drop_packets(&self, n: u64, reason: &'static str) {
+    /// Counts `n` outbound packets of `channel` that will never be sent,
+    /// per channel and reason (summarised in the log, see
+    /// [`crate::common::drops`]).
+    pub fn drop_packets(&self, channel: &str, n: u64, reason: &'static str) {
         self.stats.dropped(n);
-        if let Some(k) = self.stats.drop_log.hit(reason, n) {
-            warn!(
-                dropped = k,
-                total = self
-                    .stats
-                    .dropped
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                "{}: {k} packets dropped since the last report: {reason}",
-                self.name
-            );
+        self.drops.record(channel, reason, n);
+    }
+
+    /// [`Io::drop_packets`] for each of `packets`.
+    pub fn drop_all<'a>(
+        &self,
+        packets: impl IntoIterator<Item = &'a Packet>,
+        reason: &'static str,
+    ) {
+        for p in packets {
+            self.drop_packets(&p.channel, 1, reason);
         }
     }
 
@@ -129,18 +131,13 @@ impl Io {
     pub fn deliver(&self, packet: Packet) {
         use std::sync::atomic::Ordering;
         use tokio::sync::mpsc::error::TrySendError;
-        let reason = match self.inbound.try_send(packet) {
+        let (p, reason) = match self.inbound.try_send(packet) {
             Ok(()) => return,
-            Err(TrySendError::Full(_)) => "inbound channel full (remote actions not keeping up)",
-            Err(TrySendError::Closed(_)) => "no inbound consumer (agent stopping)",
+            Err(TrySendError::Full(p)) => (p, "inbound: remote actions not keeping up"),
+            Err(TrySendError::Closed(p)) => (p, "inbound: agent stopping"),
         };
         self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(k) = self.stats.drop_log.hit(reason, 1) {
-            warn!(
-                dropped = k,
-                "{}: {k} messages from PM2.io dropped since the last report: {reason}", self.name
-            );
-        }
+        self.drops.record(&p.channel, reason, 1);
     }
 }
 
@@ -162,7 +159,8 @@ impl Default for LinkOptions {
         LinkOptions {
             proof_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            // Back within 8 s of PM2.io's return (full jitter in [0, 8 s]).
+            backoff_max: Duration::from_secs(8),
             stable_after: Duration::from_secs(10),
         }
     }
@@ -220,11 +218,11 @@ impl<P: Protocol> Link<P> {
             target: target_rx,
             wake,
             io: Io {
+                drops: route.shared_drops(),
                 route: route.clone(),
                 member,
                 inbound,
                 stats: stats.clone(),
-                name: P::NAME,
             },
         };
         runtime.spawn(actor.run());
@@ -245,7 +243,11 @@ impl<P: Protocol> Link<P> {
         queue_size: usize,
         inbound: mpsc::Sender<Packet>,
     ) -> Result<Self, NoRuntime> {
-        let route = Arc::new(Route::new(queue_size, super::route::LIVE_QUEUE_SIZE));
+        let route = Arc::new(Route::new(
+            queue_size,
+            super::route::QUEUE_BYTES,
+            Arc::default(),
+        ));
         Self::spawn(protocol, options, route, Role::Configured, inbound)
     }
 

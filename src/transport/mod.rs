@@ -24,6 +24,7 @@ pub mod backoff;
 pub mod hub;
 pub mod link;
 pub mod plan;
+pub mod queue;
 pub mod route;
 pub mod state;
 pub mod websocket;

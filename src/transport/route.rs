@@ -14,7 +14,6 @@
 //! proves itself again it takes the traffic back and the fallback is
 //! disconnected. See docs/transport.md.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,14 +21,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use super::queue::{Queue, MAX_PROFILES};
 pub use super::state::{LinkState, LinkStats, MemberInfo, Role};
+use crate::common::drops::Drops;
 use crate::common::js::is_falsy;
 use crate::common::Packet;
 
 /// The JS agent's offline queue length (`PACKET_QUEUE_SIZE`).
 pub const PACKET_QUEUE_SIZE: usize = 200;
-/// Packets waiting for the carrier while it writes (a burst bound).
-pub const LIVE_QUEUE_SIZE: usize = 1024;
+/// Bytes a route may hold (`PM2_AGENT_QUEUE_BYTES`): room for a burst of
+/// logs while the carrier writes, whatever the packet sizes.
+pub const QUEUE_BYTES: usize = 8 << 20;
+
+/// Why a route drops packets (the reasons `getInfos` and `agent.log` show).
+pub const FULL_LIVE: &str = "send queue full";
+pub const FULL_OFFLINE: &str = "offline queue full";
+pub const SUPERSEDED: &str = "superseded while offline (only the latest status matters)";
 
 /// Why the route itself dropped packets.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +69,13 @@ struct Fallback {
 }
 
 struct Inner {
-    queue: VecDeque<Packet>,
+    queue: Queue,
+    /// Shared with everything else that drops (per channel and reason).
+    shared_drops: Arc<Drops>,
     members: Vec<Member>,
     carrier: Option<usize>,
     offline_cap: usize,
-    live_cap: usize,
+    max_bytes: usize,
     drops: RouteDrops,
     fallback: Option<Fallback>,
     /// Why there is no fallback (explicit configuration), for the log.
@@ -97,16 +106,18 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 impl Route {
-    /// `offline_cap`: packets kept while nothing carries (oldest dropped);
-    /// `live_cap`: packets waiting for a carrier that is writing.
-    pub fn new(offline_cap: usize, live_cap: usize) -> Route {
+    /// `offline_cap`: packets kept while nothing carries; `max_bytes`: what
+    /// the queue may weigh at any time (the oldest packets give way).
+    /// Drops are counted in `drops`, shared with the rest of the agent.
+    pub fn new(offline_cap: usize, max_bytes: usize, drops: Arc<Drops>) -> Route {
         Route {
             inner: Mutex::new(Inner {
-                queue: VecDeque::new(),
+                queue: Queue::default(),
+                shared_drops: drops,
                 members: Vec::new(),
                 carrier: None,
                 offline_cap,
-                live_cap: live_cap.max(offline_cap).max(1),
+                max_bytes: max_bytes.max(1),
                 drops: RouteDrops::default(),
                 fallback: None,
                 no_fallback: None,
@@ -173,17 +184,17 @@ impl Route {
             let mut g = lock(&self.inner);
             match g.carrier {
                 None if packet.is_volatile() => {
-                    g.drops.superseded += 1;
+                    g.count_drop(&packet, SUPERSEDED);
                     return;
                 }
                 None => {
-                    let cap = g.offline_cap;
-                    g.bounded_push(packet, cap);
+                    g.queue.push_back(packet);
+                    g.trim();
                     None
                 }
                 Some(c) => {
-                    let cap = g.live_cap;
-                    g.bounded_push(packet, cap);
+                    g.queue.push_back(packet);
+                    g.trim();
                     Some(g.members[c].wake.clone())
                 }
             }
@@ -193,15 +204,15 @@ impl Route {
         }
     }
 
-    /// Up to `max` packets for `member`, oldest first; nothing unless it is
-    /// the carrier. Wakes it again when more are left.
-    pub fn take(&self, member: usize, max: usize) -> Vec<Packet> {
+    /// Up to `max` packets and about `max_bytes` for `member`, oldest
+    /// first; nothing unless it is the carrier. Wakes it again when more
+    /// are left.
+    pub fn take(&self, member: usize, max: usize, max_bytes: usize) -> Vec<Packet> {
         let mut g = lock(&self.inner);
         if g.carrier != Some(member) {
             return Vec::new();
         }
-        let n = max.min(g.queue.len());
-        let out: Vec<Packet> = g.queue.drain(..n).collect();
+        let out = g.queue.take(max, max_bytes);
         if !g.queue.is_empty() {
             g.members[member].wake.notify_one();
         }
@@ -218,7 +229,7 @@ impl Route {
             let mut g = lock(&self.inner);
             for p in packets.into_iter().rev() {
                 if p.is_volatile() {
-                    g.drops.superseded += 1;
+                    g.count_drop(&p, SUPERSEDED);
                 } else {
                     g.queue.push_front(p);
                 }
@@ -316,11 +327,21 @@ impl Route {
 
     /// Everything queued, oldest first (the route is being replaced).
     pub fn drain(&self) -> Vec<Packet> {
-        lock(&self.inner).queue.drain(..).collect()
+        lock(&self.inner).queue.drain()
     }
 
     pub fn queued(&self) -> usize {
         lock(&self.inner).queue.len()
+    }
+
+    /// About the bytes queued.
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.inner).queue.bytes()
+    }
+
+    /// The agent-wide drop counters this route reports to.
+    pub fn shared_drops(&self) -> Arc<Drops> {
+        lock(&self.inner).shared_drops.clone()
     }
 
     pub fn drops(&self) -> RouteDrops {
@@ -354,34 +375,39 @@ impl Route {
 }
 
 impl Inner {
-    fn bounded_push(&mut self, p: Packet, cap: usize) {
-        if cap == 0 {
-            self.drops.queue_full += 1;
-            return;
-        }
-        while self.queue.len() >= cap {
-            self.queue.pop_front();
+    fn count_drop(&mut self, p: &Packet, reason: &'static str) {
+        if reason == SUPERSEDED {
+            self.drops.superseded += 1;
+        } else {
             self.drops.queue_full += 1;
         }
-        self.queue.push_back(p);
+        self.shared_drops.record(&p.channel, reason, 1);
     }
 
-    /// Back to the bound of the current mode; the oldest give way.
+    /// Back within the bounds of the current mode; the oldest give way.
+    /// While nothing carries, stale statuses go and at most `offline_cap`
+    /// packets stay (the JS agent's offline queue).
     fn trim(&mut self) {
-        let cap = if self.carrier.is_some() {
-            self.live_cap
-        } else {
-            self.offline_cap
-        };
-        if self.carrier.is_none() {
-            let before = self.queue.len();
-            self.queue.retain(|p| !p.is_volatile());
-            self.drops.superseded += (before - self.queue.len()) as u64;
+        let offline = self.carrier.is_none();
+        if offline {
+            for p in self.queue.remove_where(Packet::is_volatile) {
+                self.count_drop(&p, SUPERSEDED);
+            }
         }
-        let over = self.queue.len().saturating_sub(cap);
-        if over > 0 {
-            self.queue.drain(..over);
-            self.drops.queue_full += over as u64;
+        let reason = if offline { FULL_OFFLINE } else { FULL_LIVE };
+        while self.queue.bytes() > self.max_bytes
+            || (offline && self.queue.len() > self.offline_cap)
+        {
+            let Some(p) = self.queue.pop_front() else {
+                break;
+            };
+            self.count_drop(&p, reason);
+        }
+        while self.queue.profiles() > MAX_PROFILES {
+            let Some(p) = self.queue.pop_oldest_profile() else {
+                break;
+            };
+            self.count_drop(&p, reason);
         }
     }
 
@@ -500,7 +526,7 @@ mod tests {
 
     #[test]
     fn offline_queue_is_bounded_and_counts_what_it_drops() {
-        let r = Route::new(3, 10);
+        let r = Route::new(3, QUEUE_BYTES, Arc::default());
         let (a, _, _) = r.join("A", Role::Configured);
         for i in 0..5 {
             r.push(ev(i));
@@ -516,14 +542,14 @@ mod tests {
             }
         );
         // Nobody carries: nothing can be taken.
-        assert!(r.take(a, 10).is_empty());
+        assert!(r.take(a, 10, usize::MAX).is_empty());
         r.set_state(a, LinkState::Connected, Some("a".into()), None);
-        assert_eq!(ids(&r.take(a, 10)), [2, 3, 4]);
+        assert_eq!(ids(&r.take(a, 10, usize::MAX)), [2, 3, 4]);
     }
 
     #[test]
     fn the_first_proven_member_carries_and_given_back_packets_keep_their_order() {
-        let r = Route::new(100, 100);
+        let r = Route::new(100, QUEUE_BYTES, Arc::default());
         let (a, _, _) = r.join("A", Role::Configured);
         let (b, _, _) = r.join("B", Role::Fallback);
         r.set_state(b, LinkState::Connected, None, None);
@@ -531,26 +557,29 @@ mod tests {
         for i in 0..6 {
             r.push(ev(i));
         }
-        let took = r.take(b, 4);
+        let took = r.take(b, 4, usize::MAX);
         assert_eq!(ids(&took), [0, 1, 2, 3]);
         // A proves itself: it carries from now on; B gives back what it
         // did not write (2, 3), in front of what waited.
         r.set_state(a, LinkState::Connected, None, None);
         assert_eq!(r.carrier_name(), Some("A"));
-        assert!(r.take(b, 10).is_empty(), "only the carrier takes");
+        assert!(
+            r.take(b, 10, usize::MAX).is_empty(),
+            "only the carrier takes"
+        );
         r.give_back(took[2..].to_vec());
-        assert_eq!(ids(&r.take(a, 10)), [2, 3, 4, 5]);
+        assert_eq!(ids(&r.take(a, 10, usize::MAX)), [2, 3, 4, 5]);
         // Losing the carrier moves the traffic to the next proven member.
         r.push(ev(6));
         r.set_state(a, LinkState::Failed, None, Some("gone".into()));
         assert_eq!(r.carrier_name(), Some("B"));
-        assert_eq!(ids(&r.take(b, 10)), [6]);
+        assert_eq!(ids(&r.take(b, 10, usize::MAX)), [6]);
         assert_eq!(r.last_error(a).as_deref(), Some("gone"));
     }
 
     #[test]
     fn the_fallback_is_switched_on_by_a_failure_and_off_by_a_proof() {
-        let r = Route::new(10, 10);
+        let r = Route::new(10, QUEUE_BYTES, Arc::default());
         let (a, _, _) = r.join("A", Role::Configured);
         let (_b, _, _) = r.join("B", Role::Fallback);
         let on = Arc::new(AtomicUsize::new(0));
@@ -587,5 +616,38 @@ mod tests {
         r.forbid_fallback("AGENT_TRANSPORT_WEBSOCKET=false".into());
         r.set_state(a, LinkState::Failed, None, Some("x".into()));
         assert_eq!(on.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_drops_are_counted_per_channel() {
+        let drops = Arc::new(Drops::default());
+        let one = ev(0).approx_bytes();
+        let r = Route::new(1000, 10 * one, drops.clone());
+        let (a, _, _) = r.join("A", Role::Configured);
+        r.set_state(a, LinkState::Connected, None, None);
+        for i in 0..25 {
+            r.push(ev(i));
+        }
+        assert_eq!(r.queued(), 10);
+        assert!(r.queued_bytes() <= 10 * one);
+        assert_eq!(
+            ids(&r.take(a, 100, usize::MAX)),
+            (15..25).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            drops.counts(),
+            vec![crate::common::drops::DropCount {
+                channel: "human:event".into(),
+                reason: FULL_LIVE,
+                count: 15
+            }]
+        );
+        // Offline, statuses are not kept, and said so per channel.
+        r.set_state(a, LinkState::Failed, None, None);
+        r.push(Packet::new("status", json!({"s": 1})));
+        assert!(drops
+            .counts()
+            .iter()
+            .any(|c| c.channel == "status" && c.reason == SUPERSEDED && c.count == 1));
     }
 }

@@ -51,8 +51,6 @@ pub struct LinkStats {
     /// Packets taken from the route that will never be sent (a full
     /// socket backlog, a failed status write).
     pub dropped: AtomicU64,
-    /// Keeps the log of those drops to one line per reason and interval.
-    pub drop_log: crate::logging::Throttle,
 }
 
 impl LinkStats {

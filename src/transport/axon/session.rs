@@ -123,7 +123,7 @@ impl AxonSession {
     /// the rest waits for the next tick in a buffer of at most
     /// `buffer_limit` packets (the oldest give way, counted).
     fn pull(&mut self, io: &Io) -> Result<(), String> {
-        let mut packets = io.take(usize::MAX).into_iter();
+        let mut packets = io.take(usize::MAX, usize::MAX).into_iter();
         while let Some(p) = packets.next() {
             if let Err((p, reason)) = self.on_packet(p, io) {
                 // Unsent: back to the route with everything after it.
@@ -138,8 +138,8 @@ impl AxonSession {
             .len()
             .saturating_sub(self.setup.opts.buffer_limit);
         if over > 0 {
-            self.pending.drain(..over);
-            io.drop_packets(over as u64, "per-tick buffer full: oldest packets dropped");
+            let oldest: Vec<Packet> = self.pending.drain(..over).collect();
+            io.drop_all(&oldest, "Axon per-tick buffer full");
         }
         Ok(())
     }
@@ -171,7 +171,7 @@ impl AxonSession {
                 Ok(())
             }
             Err(WriteError::Full(_)) => {
-                io.drop_packets(1, "reply not sent: reverse channel backlog full");
+                io.drop_packets(&p.channel, 1, "reverse channel backlog full");
                 Ok(())
             }
             Err(WriteError::Closed) => Err((p, "reverse connection closed".into())),
@@ -182,7 +182,7 @@ impl AxonSession {
     /// without `data`) as JSON, then the data (JS `_axon.send(meta, data)`).
     fn send_profile(&self, p: Packet, io: &Io) {
         let Value::Object(mut meta) = p.payload else {
-            io.drop_packets(1, "profiling payload is not an object");
+            io.drop_packets(&p.channel, 1, "profiling payload is not an object");
             return;
         };
         let data = match meta.shift_remove("data") {
@@ -195,10 +195,10 @@ impl AxonSession {
         let meta = Value::Object(meta).to_string();
         match self.conn.push.0.send(&[Arg::Str(meta), data]) {
             Ok(n) if n > 0 => io.stats.sent(1),
-            Ok(_) => io.drop_packets(1, "profile not sent: push socket backlog full"),
+            Ok(_) => io.drop_packets("profiling", 1, "push socket backlog full"),
             Err(e) => {
                 debug!(error = %e, "Axon: profiling not encodable");
-                io.drop_packets(1, "profile not encodable");
+                io.drop_packets("profiling", 1, "not encodable");
             }
         }
     }
@@ -243,7 +243,7 @@ impl AxonSession {
         if backlog > opts.max_buffered_bytes {
             // The backend does not keep up: shed this tick rather than grow.
             let n = self.pending.len();
-            self.pending.clear();
+            let discarded: Vec<Packet> = self.pending.drain(..).collect();
             self.overflows += 1;
             debug!(
                 backlog,
@@ -251,10 +251,7 @@ impl AxonSession {
                 ticks = self.overflows,
                 "Axon push backlog too big, buffer discarded"
             );
-            io.drop_packets(
-                n as u64,
-                "push backlog over its bound: the tick's buffer was discarded",
-            );
+            io.drop_all(&discarded, "push backlog over its bound (tick discarded)");
             if self.overflows >= opts.max_overflows {
                 self.overflows = 0;
                 return Err(format!(
@@ -295,12 +292,14 @@ impl AxonSession {
             .await
         {
             Ok(Ok(())) if push.dropped() == dropped_before => io.stats.sent(count),
-            Ok(Ok(())) | Ok(Err(PubError::NoPeer)) => {
-                io.drop_packets(count, "push frame not written (peer gone or backlog full)")
-            }
+            Ok(Ok(())) | Ok(Err(PubError::NoPeer)) => drop_frame(
+                io,
+                &buffer,
+                "push frame not written (peer gone or backlog full)",
+            ),
             Ok(Err(e)) => {
                 debug!(error = %e, "Axon: push frame not encodable");
-                io.drop_packets(count, "push frame not encodable");
+                drop_frame(io, &buffer, "push frame not encodable");
             }
             Err(_) => {
                 io.stats.sent(count);
@@ -353,5 +352,18 @@ impl Session for AxonSession {
 
     async fn close(self) {
         // Dropping the connection closes both sockets.
+    }
+}
+
+/// Counts the packets of a push frame that was not written, per channel
+/// (the frame's arrays, and its status).
+fn drop_frame(io: &Io, buffer: &Value, reason: &'static str) {
+    let Value::Object(m) = buffer else { return };
+    for (channel, v) in m {
+        match v {
+            Value::Array(a) => io.drop_packets(channel, a.len() as u64, reason),
+            _ if channel == "status" => io.drop_packets(channel, 1, reason),
+            _ => {}
+        }
     }
 }

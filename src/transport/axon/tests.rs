@@ -541,10 +541,14 @@ async fn push_backlog_discards_ticks_then_reconnects() {
     let (_stuck_sub, _ns1) = backend.accept().await;
     wait_until("connected", || t.is_connected()).await;
     // One frame far bigger than the kernel's socket buffers: it stays in
-    // our writer's queue since nobody reads.
-    t.send(Packet::new("logs", json!({"data": "x".repeat(8 << 20)})));
+    // our writer's queue since nobody reads. (Three 3 MiB lines, each
+    // within the route's 8 MiB budget, taken one after the other.)
+    for _ in 0..3 {
+        t.send(Packet::new("logs", json!({"data": "x".repeat(3 << 20)})));
+        wait_until("taken", || t.stats().queued == 0).await;
+    }
     t.send(status());
-    wait_until("the big frame taken", || t.stats().sent >= 2).await;
+    wait_until("the big frame taken", || t.stats().sent >= 4).await;
     let dropped = t.stats().dropped;
     t.send(ev(1));
     t.send(status());

@@ -22,7 +22,9 @@ use crate::transport::link::{Io, Session};
 
 /// Packets taken from the route per turn, so pings and inbound frames are
 /// served between bursts.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
+/// … and about this many bytes.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// The wire form, `payload` first like `JSON.stringify({payload, channel})`.
 #[derive(Serialize)]
@@ -80,17 +82,36 @@ impl WsSession {
     }
 
     async fn write(&mut self, msg: Message) -> Result<(), String> {
+        self.feed(msg).await?;
+        self.flush().await
+    }
+
+    /// Queues a frame in the socket's write buffer (written when the
+    /// buffer fills or at [`WsSession::flush`]): frames ready together go
+    /// out in one write instead of one syscall each.
+    async fn feed(&mut self, msg: Message) -> Result<(), String> {
         let timeout = self.opts.write_timeout;
-        match tokio::time::timeout(timeout, self.ws.send(msg)).await {
+        match tokio::time::timeout(timeout, self.ws.feed(msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("write failed: {e}")),
             Err(_) => Err(format!("write timed out after {timeout:?}")),
         }
     }
 
-    /// Writes one packet. `Err` gives the packet back when it is worth
-    /// sending again (not a status: the next one supersedes it).
-    async fn send(&mut self, p: Packet, io: &Io) -> Result<(), (Option<Packet>, String)> {
+    async fn flush(&mut self) -> Result<(), String> {
+        let timeout = self.opts.write_timeout;
+        match tokio::time::timeout(timeout, self.ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!("write timed out after {timeout:?}")),
+        }
+    }
+
+    /// The frame for a packet (`None`: not serialisable), and the packet
+    /// back for the bookkeeping of a failed write. In JSON-patch mode a
+    /// `status` becomes a `status:patch` against the last one sent and
+    /// becomes the new baseline (it is not given back on failure anyway).
+    fn encode(&mut self, p: Packet) -> (Option<Message>, Option<Packet>) {
         if self.opts.json_patch && p.channel == "status" {
             let text = match self.last_status.take() {
                 Some(prev) if !self.resend_status => {
@@ -102,31 +123,24 @@ impl WsSession {
                 }
             };
             self.last_status = Some(p.payload);
-            let Some(text) = text else { return Ok(()) };
-            return match self.write(Message::text(text)).await {
-                Ok(()) => {
-                    io.stats.sent(1);
-                    Ok(())
-                }
-                Err(reason) => {
-                    // The server may not have the new baseline: the next
-                    // status goes in full (reopening forces that anyway).
-                    self.resend_status = true;
-                    io.drop_packets(1, "status not written: connection lost");
-                    Err((None, reason))
-                }
-            };
+            return (text.map(Message::text), None);
         }
-        let Some(text) = frame(&p.payload, &p.channel) else {
-            return Ok(());
-        };
-        match self.write(Message::text(text)).await {
-            Ok(()) => {
-                io.stats.sent(1);
-                Ok(())
-            }
-            Err(reason) => Err((Some(p), reason)),
-        }
+        (frame(&p.payload, &p.channel).map(Message::text), Some(p))
+    }
+
+    /// A failed write: what was not confirmed goes back to the route (it
+    /// may have partly reached the server: at least once), except
+    /// statuses, which the next one supersedes; that one goes in full, as
+    /// the server may lack the baseline.
+    fn unsent(
+        &mut self,
+        io: &Io,
+        packets: impl IntoIterator<Item = Packet>,
+        reason: String,
+    ) -> String {
+        self.resend_status = true;
+        io.give_back(packets.into_iter().collect());
+        reason
     }
 
     async fn on_message(&mut self, msg: Message, io: &Io) -> Result<(), String> {
@@ -228,15 +242,28 @@ impl Session for WsSession {
         }
     }
 
+    /// Writes a batch as one: every frame fed to the socket's buffer,
+    /// then one flush (one write instead of one syscall per frame).
     async fn carry(&mut self, io: &Io) -> Result<(), String> {
-        let mut packets = io.take(BATCH).into_iter();
-        while let Some(p) = packets.next() {
-            if let Err((p, reason)) = self.send(p, io).await {
-                // Unsent: back to the route, in order.
-                io.give_back(p.into_iter().chain(packets).collect());
-                return Err(reason);
+        let batch = io.take(BATCH, BATCH_BYTES);
+        let mut fed = Vec::with_capacity(batch.len());
+        let mut frames = 0u64;
+        let mut rest = batch.into_iter();
+        while let Some(p) = rest.next() {
+            let (Some(msg), p) = self.encode(p) else {
+                continue;
+            };
+            if let Err(reason) = self.feed(msg).await {
+                let unsent = fed.into_iter().chain(p).chain(rest);
+                return Err(self.unsent(io, unsent, reason));
             }
+            frames += 1;
+            fed.extend(p);
         }
+        if let Err(reason) = self.flush().await {
+            return Err(self.unsent(io, fed, reason));
+        }
+        io.stats.sent(frames);
         Ok(())
     }
 
