@@ -36,7 +36,7 @@ pub const QUEUE_BYTES: usize = 8 << 20;
 /// Why a route drops packets (the reasons `getInfos` and `agent.log` show).
 pub const FULL_LIVE: &str = "send queue full";
 pub const FULL_OFFLINE: &str = "offline queue full";
-pub const SUPERSEDED: &str = "superseded while offline (only the latest status matters)";
+pub const SUPERSEDED: &str = "superseded by a newer one (only the latest status matters)";
 
 /// Why the route itself dropped packets.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +191,17 @@ impl Route {
                     g.queue.push_back(packet);
                     g.trim();
                     None
+                }
+                Some(c) if packet.is_volatile() => {
+                    // The live status jumps the queue (a flood or a replay
+                    // never delays it) and replaces one still waiting.
+                    let channel = packet.channel.clone();
+                    for old in g.queue.remove_where(|p| p.channel == channel) {
+                        g.count_drop(&old, SUPERSEDED);
+                    }
+                    g.queue.push_front(packet);
+                    g.trim();
+                    Some(g.members[c].wake.clone())
                 }
                 Some(c) => {
                     g.queue.push_back(packet);
@@ -649,5 +660,21 @@ mod tests {
             .counts()
             .iter()
             .any(|c| c.channel == "status" && c.reason == SUPERSEDED && c.count == 1));
+    }
+
+    #[test]
+    fn a_status_jumps_the_queue_and_replaces_a_waiting_one() {
+        let r = Route::new(1000, QUEUE_BYTES, Arc::default());
+        let (a, _, _) = r.join("A", Role::Configured);
+        r.set_state(a, LinkState::Connected, None, None);
+        for i in 0..3 {
+            r.push(ev(i));
+        }
+        r.push(Packet::new("status", json!({"s": 1})));
+        r.push(Packet::new("status", json!({"s": 2})));
+        let got = r.take(a, 10, usize::MAX);
+        assert_eq!(got[0], Packet::new("status", json!({"s": 2})));
+        assert_eq!(ids(&got[1..]), [0, 1, 2]);
+        assert_eq!(r.drops().superseded, 1);
     }
 }

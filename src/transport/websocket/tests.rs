@@ -247,26 +247,33 @@ async fn headers_and_every_status_arrives() {
     );
     wait_until("connected", || t.is_connected()).await;
 
+    // Statuses sent one after the other each arrive.
     for cpu in 0..3 {
         t.send(Packet::new("status", json!({"data": {"cpu": cpu}})));
-    }
-    t.send(Packet::new("logs", json!({"data": "x\n"})));
-    for cpu in 0..3 {
         assert_eq!(
             next_text(&mut ws).await,
             format!(r#"{{"payload":{{"data":{{"cpu":{cpu}}}}},"channel":"status"}}"#)
         );
     }
+    // Several waiting at once: only the newest goes, ahead of the logs.
+    t.send(Packet::new("logs", json!({"data": "x\n"})));
+    t.send(Packet::new("status", json!({"data": {"cpu": 8}})));
+    t.send(Packet::new("status", json!({"data": {"cpu": 9}})));
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"payload":{"data":{"cpu":9}},"channel":"status"}"#
+    );
     assert_eq!(
         next_packet(&mut ws).await,
         ("logs".to_owned(), json!({"data": "x\n"}))
     );
+    assert_eq!(t.stats().dropped, 1, "the superseded status is counted");
     // Falsy payloads are not sent (JS `!data`).
     t.send(Packet::new("logs", Value::Null));
     t.send(Packet::new("", json!(1)));
     t.send(Packet::new("human:event", json!({"name": "after"})));
     assert_eq!(next_packet(&mut ws).await.0, "human:event");
-    wait_until("5 sent", || t.stats().sent == 5).await;
+    wait_until("6 sent", || t.stats().sent == 6).await;
 }
 
 /// docs/protocols.md §7.3: full → patch → [] → patch, `status:resend` → full,
@@ -295,8 +302,10 @@ async fn json_patch_mode() {
         status(2, None),
         status(3, Some("10.0.0.2")),
     ];
-    for s in &statuses {
+    // One at a time, as the daemon sends them (one a second).
+    for (i, s) in statuses.iter().enumerate() {
         t.send(Packet::new("status", s.clone()));
+        wait_until("sent", || t.stats().sent == i as u64 + 1).await;
     }
     let (ch, full) = next_packet(&mut ws).await;
     assert_eq!((ch.as_str(), &full), ("status", &statuses[0]));
@@ -324,6 +333,7 @@ async fn json_patch_mode() {
         Packet::new("sync", json!(1))
     );
     t.send(Packet::new("status", status(4, None)));
+    wait_until("sent", || t.stats().sent == 5).await;
     t.send(Packet::new("status", status(5, None)));
     assert_eq!(
         next_packet(&mut ws).await,
@@ -344,6 +354,7 @@ async fn json_patch_mode() {
     })
     .await;
     t.send(Packet::new("status", status(6, None)));
+    wait_until("sent", || t.stats().sent == 7).await;
     t.send(Packet::new("status", status(7, None)));
     assert_eq!(
         next_packet(&mut ws).await,
