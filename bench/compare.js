@@ -906,6 +906,7 @@ async function busRun (agentKey, rate, opts) {
     const th0 = threadCpu(pid)
     const samples = [cpuSample(pid)]
     const tStart = samples[0].t
+    const benchCpu0 = process.cpuUsage() // this process: mostly the backend receiving
     let done = null
     let doneAt = 0
     let failed = null
@@ -937,6 +938,8 @@ async function busRun (agentKey, rate, opts) {
     const cpuNet = Math.max(0, cpu - baseRate * secs)
     const cpuSchedNet = cpuSched == null || baseRateSched == null ? null : Math.max(0, cpuSched - baseRateSched * secs)
     const th1 = threadCpu(pid)
+    const benchCpu = process.cpuUsage(benchCpu0)
+    const benchSecs = (performance.now() - tStart) / 1000
     const mem = memory(pid)
     const pubAfter = memory(fake.pid)
     const post = await fake.request('stats')
@@ -984,12 +987,17 @@ async function busRun (agentKey, rate, opts) {
       pub_max_backlog_kb: round(Math.max(done.max_backlog_bytes || 0, post.max_backlog_bytes || 0) / 1024, 1),
       pub_backlog_at_publish_end_kb: done.backlog_bytes == null ? null : round(done.backlog_bytes / 1024, 1),
       pub_cpu_s: round(done.cpu_s, 3),
+      // The benchmark process (backend + sampling) over the whole flood and
+      // quiet period: near 100 % means the backend itself was the bottleneck.
+      backend_cpu_s: round((benchCpu.user + benchCpu.system) / 1e6, 3),
+      backend_cpu_pct: round((benchCpu.user + benchCpu.system) / 1e4 / benchSecs, 1),
       pm2_rpc_calls: post.calls
     }
     log(`  ${agent.label}: published ${published} in ${r.publish_s}s (${r.publish_rate}/s), received ${b.unique} unique ` +
       `(loss ${r.loss_pct}%) in ${b.packets} packets, ${r.delivered_per_s}/s, latency p50 ${r.latency_p50_ms} ms ` +
       `p99 ${r.latency_p99_ms} ms [${reason}]; CPU ${r.cpu_s}s (net ${r.cpu_net_s}s) → ${r.cpu_us_per_msg} µs/msg; ` +
-      `publisher peak RSS ${mb(r.pub_peak_rss_kb)} MB, max backlog ${mb(r.pub_max_backlog_kb)} MB; ` +
+      `publisher peak RSS ${mb(r.pub_peak_rss_kb)} MB, max backlog ${mb(r.pub_max_backlog_kb)} MB, CPU ${r.pub_cpu_s}s; ` +
+      `backend CPU ${r.backend_cpu_s}s (${r.backend_cpu_pct} %); ` +
       `by thread (ms): ${fmtThreads(r.cpu_ms_by_thread)}; PM2 RPC calls: ${JSON.stringify(post.calls)}`)
     if (!b.unique) throw new Error(`${agent.label} forwarded no bus line (channels: ${JSON.stringify(backend.channels)})`)
     return r
