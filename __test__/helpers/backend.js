@@ -77,6 +77,11 @@ class Backend extends EventEmitter {
     if (this.tls) this.server.on('tlsClientError', (err) => this.tlsErrors.push(err))
     this.wss = new WebSocket.Server({ noServer: true })
     this.server.on('upgrade', (req, socket, head) => {
+      if (this.refuseWs) {
+        this.refusedUpgrades = (this.refusedUpgrades || 0) + 1
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n')
+        return
+      }
       this.wsHandshakes.push({
         url: req.url,
         headers: req.headers,
@@ -160,8 +165,40 @@ class Backend extends EventEmitter {
     })
   }
 
+  /**
+   * A WebSocket outage (`on`): every connection dropped and every upgrade
+   * answered 503, while verifyPM2 keeps answering (so an agent can be
+   * relaunched meanwhile). `false` ends it.
+   */
+  outage (on) {
+    this.refuseWs = on
+    if (on) {
+      for (const ws of this.sockets) ws.terminate()
+      this.sockets.clear()
+    }
+  }
+
+  /**
+   * A backend that reads slowly: every connection's socket is paused for
+   * `pauseMs` out of every `everyMs` (what the agent writes meanwhile waits
+   * in kernel buffers and then in its own queue).
+   */
+  slowReader (pauseMs, everyMs) {
+    clearInterval(this._slow)
+    if (!pauseMs) return
+    this._slow = setInterval(() => {
+      for (const ws of this.sockets) {
+        const sock = ws._socket
+        if (!sock) continue
+        sock.pause()
+        setTimeout(() => sock.resume(), pauseMs)
+      }
+    }, everyMs)
+  }
+
   /** Goes away: drops every connection and stops listening. */
   async stop () {
+    clearInterval(this._slow)
     for (const ws of this.sockets) ws.terminate()
     this.sockets.clear()
     if (this.server) {

@@ -10,6 +10,14 @@ use serde_json::Value;
 
 pub mod transporters;
 
+/// Where and how much the agent spools while PM2.io is unreachable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
 use crate::common::Identity;
 use transporters::{ConfigFileError, TransporterSettings};
 
@@ -113,6 +121,10 @@ pub struct DaemonConfig {
     /// Bytes each outbound queue may hold (`PM2_AGENT_QUEUE_BYTES`;
     /// default 8 MiB): bursts wait there while the socket writes.
     pub queue_bytes: usize,
+    /// The disk spool of what nobody carries (`PM2_AGENT_SPOOL=false`
+    /// turns it off): `PM2_AGENT_SPOOL_BYTES` (64 MiB) and
+    /// `PM2_AGENT_SPOOL_MAX_AGE` (ms, 24 h), under `$PM2_HOME/agent-spool`.
+    pub spool: Option<SpoolSettings>,
     /// Transporters from `config.json` and `AGENT_*` variables.
     pub transporters: Vec<TransporterSettings>,
     /// The whole environment (DEBUG, proxies, …).
@@ -198,6 +210,7 @@ impl DaemonConfig {
             None => true,
         };
         let transporters = transporters::load(host.config_file.as_deref(), &env)?;
+        let paths = Paths::new(pm2_home, &env);
         Ok(DaemonConfig {
             transporters,
             identity: Identity {
@@ -212,7 +225,6 @@ impl DaemonConfig {
                 .unwrap_or_else(|| "https://root.keymetrics.io".into()),
             recycle,
             pm2_version_env: get("PM2_VERSION"),
-            paths: Paths::new(pm2_home, &env),
             host,
             ws_json_patch: get("WS_JSON_PATCH").is_some(),
             ws_gzip: get("WS_GZIP").is_some(),
@@ -250,6 +262,18 @@ impl DaemonConfig {
                 number("PM2_AGENT_PROOF_TIMEOUT", 10_000)?.max(100),
             ),
             queue_bytes: number("PM2_AGENT_QUEUE_BYTES", 8 << 20)?.max(1024) as usize,
+            spool: match get("PM2_AGENT_SPOOL").as_deref() {
+                Some("false") | Some("0") => None,
+                _ => Some(SpoolSettings {
+                    dir: paths.pm2_home.join("agent-spool"),
+
+                    max_bytes: number("PM2_AGENT_SPOOL_BYTES", 64 << 20)?.max(4096),
+                    max_age: Duration::from_millis(
+                        number("PM2_AGENT_SPOOL_MAX_AGE", 24 * 3600 * 1000)?.max(1000),
+                    ),
+                }),
+            },
+            paths,
             env,
         })
     }

@@ -35,6 +35,7 @@ use crate::transport::hub::Hub;
 use crate::transport::link::{Link, LinkOptions};
 use crate::transport::plan;
 use crate::transport::route::{Role, Route};
+use crate::transport::spool::SpoolConfig;
 use crate::transport::websocket::{WebSocket, WebSocketOptions};
 use crate::transport::Transporter;
 
@@ -177,6 +178,17 @@ impl Workers {
                 cfg.packet_queue_size,
                 cfg.queue_bytes,
                 &self.inner.drops,
+                &|i| {
+                    cfg.spool.as_ref().map(|s| {
+                        let mut c = SpoolConfig::new(s.dir.join(format!("route-{i}")));
+                        c.max_bytes = s.max_bytes;
+                        c.max_age = s.max_age;
+                        // Whole segments are dropped when full: keep them
+                        // small next to the bound.
+                        c.segment_bytes = (s.max_bytes / 8).clamp(4096, 1 << 20);
+                        c
+                    })
+                },
             ));
             hub.replace_with(&next);
             *hub = next;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::plan::{FallbackPlan, Plan};
 use super::route::{Role, Route};
+use super::spool::SpoolConfig;
 use super::{TransportEndpoint, Transporter};
 use crate::common::drops::Drops;
 use crate::common::Packet;
@@ -34,16 +35,23 @@ impl Hub {
     /// The transporters `plan` needs, not connected yet (see [`Hub::apply`]).
     /// Each route keeps at most `offline_cap` packets while nothing carries
     /// it and weighs at most `queue_bytes`; all count their drops in `drops`.
+    /// `spool(i)` gives route `i` its disk spool (see `Route::with_spool`).
     pub fn build(
         plan: &Plan,
         factory: Factory<'_>,
         offline_cap: usize,
         queue_bytes: usize,
         drops: &Arc<Drops>,
+        spool: &dyn Fn(usize) -> Option<SpoolConfig>,
     ) -> Hub {
         let mut routes = Vec::new();
-        for r in &plan.routes {
-            let route = Arc::new(Route::new(offline_cap, queue_bytes, drops.clone()));
+        for (i, r) in plan.routes.iter().enumerate() {
+            let route = Arc::new(Route::with_spool(
+                offline_cap,
+                queue_bytes,
+                drops.clone(),
+                spool(i),
+            ));
             let Some(configured) = factory(r.kind, route.clone(), Role::Configured) else {
                 continue;
             };
@@ -170,6 +178,7 @@ impl Hub {
                     "carrier": r.route.carrier_name(),
                     "queued": r.route.queued(),
                     "queued_bytes": r.route.queued_bytes(),
+                    "spool": r.route.spool_info(),
                     "dropped": {
                         "queue_full": drops.queue_full,
                         "superseded": drops.superseded,

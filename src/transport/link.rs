@@ -446,12 +446,16 @@ impl<P: Protocol> Actor<P> {
                     }
                 }
                 event = session.next_event() => {
-                    if let Err(reason) = session.handle(event, &self.io).await {
+                    let handled = session.handle(event, &self.io).await;
+                    self.io.route.carried(self.io.member);
+                    if let Err(reason) = handled {
                         break Ok(reason);
                     }
                 }
                 () = self.wake.notified() => {
-                    if let Err(reason) = session.carry(&self.io).await {
+                    let carried = session.carry(&self.io).await;
+                    self.io.route.carried(self.io.member);
+                    if let Err(reason) = carried {
                         break Ok(reason);
                     }
                 }

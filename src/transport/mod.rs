@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 
 pub mod axon;
+pub mod backlog;
 pub mod backoff;
 pub mod hub;
 pub mod link;

@@ -19,9 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
+use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use super::backlog::Backlog;
 use super::queue::{Queue, MAX_PROFILES};
+use super::spool::SpoolConfig;
 pub use super::state::{LinkState, LinkStats, MemberInfo, Role};
 use crate::common::drops::Drops;
 use crate::common::js::is_falsy;
@@ -70,6 +73,8 @@ struct Fallback {
 
 struct Inner {
     queue: Queue,
+    /// The disk spool: what nobody carries, and the backlog being replayed.
+    backlog: Backlog,
     /// Shared with everything else that drops (per channel and reason).
     shared_drops: Arc<Drops>,
     members: Vec<Member>,
@@ -110,9 +115,21 @@ impl Route {
     /// the queue may weigh at any time (the oldest packets give way).
     /// Drops are counted in `drops`, shared with the rest of the agent.
     pub fn new(offline_cap: usize, max_bytes: usize, drops: Arc<Drops>) -> Route {
+        Route::with_spool(offline_cap, max_bytes, drops, None)
+    }
+
+    /// A route whose packets go to a disk spool while nothing carries them
+    /// (and, replayed, ahead of newer ones once something does).
+    pub fn with_spool(
+        offline_cap: usize,
+        max_bytes: usize,
+        drops: Arc<Drops>,
+        spool: Option<SpoolConfig>,
+    ) -> Route {
         Route {
             inner: Mutex::new(Inner {
                 queue: Queue::default(),
+                backlog: Backlog::open(spool),
                 shared_drops: drops,
                 members: Vec::new(),
                 carrier: None,
@@ -188,8 +205,10 @@ impl Route {
                     return;
                 }
                 None => {
-                    g.queue.push_back(packet);
-                    g.trim();
+                    if !g.spool(&packet) {
+                        g.queue.push_back(packet);
+                        g.trim();
+                    }
                     None
                 }
                 Some(c) if packet.is_volatile() => {
@@ -204,8 +223,12 @@ impl Route {
                     Some(g.members[c].wake.clone())
                 }
                 Some(c) => {
-                    g.queue.push_back(packet);
-                    g.trim();
+                    // Behind a backlog being replayed: to the spool too, so
+                    // the order is kept.
+                    if !(g.backlog.has_pending() && g.spool(&packet)) {
+                        g.queue.push_back(packet);
+                        g.trim();
+                    }
                     Some(g.members[c].wake.clone())
                 }
             }
@@ -223,11 +246,28 @@ impl Route {
         if g.carrier != Some(member) {
             return Vec::new();
         }
-        let out = g.queue.take(max, max_bytes);
+        let mut out = g.queue.take(max, max_bytes);
+        if out.is_empty() {
+            let drops = g.shared_drops.clone();
+            out = g.backlog.take(max, max_bytes, &drops);
+        }
         if !g.queue.is_empty() {
             g.members[member].wake.notify_one();
         }
         out
+    }
+
+    /// `member` is done with what it took (written, or given back): the
+    /// replayed records it had leave the spool, and the replay goes on.
+    pub fn carried(&self, member: usize) {
+        let mut g = lock(&self.inner);
+        if g.carrier != Some(member) {
+            return;
+        }
+        let drops = g.shared_drops.clone();
+        if g.backlog.ack(&drops) && g.backlog.has_pending() {
+            g.members[member].wake.notify_one();
+        }
     }
 
     /// Packets taken but not written go back to the front, in order.
@@ -345,6 +385,11 @@ impl Route {
         lock(&self.inner).queue.len()
     }
 
+    /// The spool's state, for `getInfos`.
+    pub fn spool_info(&self) -> Value {
+        lock(&self.inner).backlog.info()
+    }
+
     /// About the bytes queued.
     pub fn queued_bytes(&self) -> usize {
         lock(&self.inner).queue.bytes()
@@ -386,6 +431,12 @@ impl Route {
 }
 
 impl Inner {
+    /// Spools `p` when the spool works (`false`: keep it in memory).
+    fn spool(&mut self, p: &Packet) -> bool {
+        let drops = self.shared_drops.clone();
+        self.backlog.append(p, &drops)
+    }
+
     fn count_drop(&mut self, p: &Packet, reason: &'static str) {
         if reason == SUPERSEDED {
             self.drops.superseded += 1;

@@ -119,11 +119,18 @@ impl AxonSession {
         }
     }
 
-    /// Takes everything the route has: replies and profiles go at once,
-    /// the rest waits for the next tick in a buffer of at most
-    /// `buffer_limit` packets (the oldest give way, counted).
+    /// Takes what the route has, up to the room left in the per-tick
+    /// buffer (`buffer_limit`; the rest waits in the route, counted in its
+    /// bounds): replies and profiles go at once, the rest with the next
+    /// tick.
     fn pull(&mut self, io: &Io) -> Result<(), String> {
-        let mut packets = io.take(usize::MAX, usize::MAX).into_iter();
+        // Only what fits the per-tick buffer (a replay must not overflow
+        // it); the live status is at the front of the route anyway.
+        let room = self.setup.opts.buffer_limit.saturating_sub(self.pending.len());
+        if room == 0 {
+            return Ok(());
+        }
+        let mut packets = io.take(room, usize::MAX).into_iter();
         while let Some(p) = packets.next() {
             if let Err((p, reason)) = self.on_packet(p, io) {
                 // Unsent: back to the route with everything after it.
@@ -132,14 +139,6 @@ impl AxonSession {
                 io.give_back(back);
                 return Err(reason);
             }
-        }
-        let over = self
-            .pending
-            .len()
-            .saturating_sub(self.setup.opts.buffer_limit);
-        if over > 0 {
-            let oldest: Vec<Packet> = self.pending.drain(..over).collect();
-            io.drop_all(&oldest, "Axon per-tick buffer full");
         }
         Ok(())
     }

@@ -505,27 +505,34 @@ async fn offline_queue_is_capped_and_flushed_on_connect() {
 }
 
 #[tokio::test]
-async fn per_tick_buffer_is_capped() {
+async fn per_tick_buffer_is_capped_and_the_rest_waits_in_the_route() {
     let backend = Backend::start().await;
     let (t, _rx) = transport(AxonOptions {
         buffer_limit: 10,
         ..opts()
     });
     let (mut sub, _ns) = connected(&backend, &t).await;
-    // Without a status nothing goes out and the buffer would grow.
+    // Without a status nothing goes out: 10 packets wait for the frame,
+    // the others in the route; none is lost.
     for i in 0..15 {
         t.send(ev(i));
     }
-    wait_until("buffer capped", || t.stats().dropped == 5).await;
+    wait_until("buffer capped", || t.stats().queued == 5).await;
+    t.send(status());
+    let ids = |b: &Value| -> Vec<u64> {
+        b["process:event"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["i"].as_u64().unwrap())
+            .collect()
+    };
+    let (_, b) = sub.push_frame().await;
+    assert_eq!(ids(&b), (0..10).collect::<Vec<u64>>());
     t.send(status());
     let (_, b) = sub.push_frame().await;
-    let got: Vec<u64> = b["process:event"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["i"].as_u64().unwrap())
-        .collect();
-    assert_eq!(got, (5..15).collect::<Vec<u64>>());
+    assert_eq!(ids(&b), (10..15).collect::<Vec<u64>>());
+    assert_eq!(t.stats().dropped, 0);
 }
 
 #[tokio::test]
