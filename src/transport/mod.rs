@@ -25,6 +25,7 @@ pub mod hub;
 pub mod link;
 pub mod plan;
 pub mod route;
+pub mod spool;
 pub mod state;
 pub mod websocket;
 
