@@ -268,7 +268,7 @@ impl Spool {
             let Some(old) = self.segments.pop_front() else {
                 break;
             };
-            self.drops.full += self.unread_in(&old);
+            self.drops.full += self.unread(&old).0;
             total -= old.valid_len;
             if self.segments.is_empty() {
                 self.writer = None;
@@ -416,30 +416,27 @@ impl Spool {
 
     /// Unread records.
     pub fn pending_records(&self) -> u64 {
-        self.segments.iter().map(|s| self.unread_in(s)).sum()
+        self.segments.iter().map(|s| self.unread(s).0).sum()
     }
 
     /// Bytes on disk of unread records (headers included).
     pub fn size_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| match s.id.cmp(&self.cursor.seg) {
-                std::cmp::Ordering::Less => 0,
-                std::cmp::Ordering::Equal => s.valid_len.saturating_sub(self.cursor.offset),
-                std::cmp::Ordering::Greater => s.valid_len,
-            })
-            .sum()
+        self.segments.iter().map(|s| self.unread(s).1).sum()
     }
 
     pub fn drops(&self) -> SpoolDrops {
         self.drops
     }
 
-    fn unread_in(&self, s: &Segment) -> u64 {
+    /// Unread (records, bytes) of a segment.
+    fn unread(&self, s: &Segment) -> (u64, u64) {
         match s.id.cmp(&self.cursor.seg) {
-            std::cmp::Ordering::Less => 0,
-            std::cmp::Ordering::Equal => s.records.saturating_sub(self.cursor.index),
-            std::cmp::Ordering::Greater => s.records,
+            std::cmp::Ordering::Less => (0, 0),
+            std::cmp::Ordering::Equal => (
+                s.records.saturating_sub(self.cursor.index),
+                s.valid_len.saturating_sub(self.cursor.offset),
+            ),
+            std::cmp::Ordering::Greater => (s.records, s.valid_len),
         }
     }
 

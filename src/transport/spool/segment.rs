@@ -137,7 +137,7 @@ impl Reader {
             return Ok(Next::End);
         }
         let mut header = [0; HEADER_LEN];
-        if remaining < HEADER_LEN as u64 || !self.fill(&mut header)? {
+        if remaining < HEADER_LEN as u64 || !fill(&mut self.file, &mut header)? {
             return Ok(Next::Bad);
         }
         // Bound the read by the announced length *before* allocating: a
@@ -149,10 +149,7 @@ impl Reader {
         self.buf.clear();
         self.buf.extend_from_slice(&header);
         self.buf.resize(HEADER_LEN + len, 0);
-        let mut payload = std::mem::take(&mut self.buf);
-        let filled = self.fill(&mut payload[HEADER_LEN..])?;
-        self.buf = payload;
-        if !filled {
+        if !fill(&mut self.file, &mut self.buf[HEADER_LEN..])? {
             return Ok(Next::Bad);
         }
         match record::decode(&self.buf) {
@@ -168,15 +165,15 @@ impl Reader {
             Decoded::End | Decoded::Torn | Decoded::Corrupt => Ok(Next::Bad),
         }
     }
+}
 
-    /// `read_exact`, with a file shorter than expected (truncated behind our
-    /// back) reported as `false` instead of an error.
-    fn fill(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        match self.file.read_exact(buf) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-            Err(e) => Err(e),
-        }
+/// `read_exact`, with a file shorter than expected (truncated behind our
+/// back) reported as `false` instead of an error.
+fn fill(file: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match file.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
