@@ -33,10 +33,12 @@
 //!
 //! Delivery is **at-least-once for the un-acked tail**: the cursor file is
 //! rewritten (temporary file + rename, so it is either the old or the new
-//! one) on every `ack`, so a record acked is never replayed after a
-//! restart, while a record peeked and sent but not yet acked will be sent
-//! again. A cursor file that is missing or fails its CRC counts as
-//! "nothing acked": everything still on disk is replayed.
+//! one) on every `ack`, so a record acked is never replayed after the
+//! agent crashes or is killed, while a record peeked and sent but not yet
+//! acked will be sent again. A cursor file that is missing or fails its CRC
+//! counts as "nothing acked": everything still on disk is replayed. After a
+//! power cut (no fsync) the cursor may be an older one, so acked records
+//! may be replayed too; it is never ahead of what was acked.
 //!
 //! # Recovery rules
 //!
