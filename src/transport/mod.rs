@@ -27,6 +27,7 @@ pub mod link;
 pub mod plan;
 pub mod queue;
 pub mod route;
+pub mod spool;
 pub mod state;
 pub mod websocket;
 
