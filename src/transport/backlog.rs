@@ -73,7 +73,8 @@ impl Backlog {
         let Some(spool) = self.spool.as_mut() else {
             return false;
         };
-        let record = match serde_json::to_vec(&json!({"channel": p.channel, "payload": p.payload})) {
+        let record = match serde_json::to_vec(&json!({"channel": p.channel, "payload": p.payload}))
+        {
             Ok(r) => r,
             Err(_) => return false,
         };
@@ -114,9 +115,10 @@ impl Backlog {
         for r in records {
             match serde_json::from_slice::<Value>(&r) {
                 Ok(Value::Object(mut o)) => match o.remove("channel") {
-                    Some(Value::String(channel)) => {
-                        out.push(Packet::new(channel, o.remove("payload").unwrap_or(Value::Null)))
-                    }
+                    Some(Value::String(channel)) => out.push(Packet::new(
+                        channel,
+                        o.remove("payload").unwrap_or(Value::Null),
+                    )),
                     _ => drops.record("spool", SPOOL_CORRUPT, 1),
                 },
                 _ => drops.record("spool", SPOOL_CORRUPT, 1),
@@ -146,11 +148,21 @@ impl Backlog {
     /// Reports the spool's new drops (per reason; the channel of a dropped
     /// record is not known without reading it: `spool`).
     fn account(&mut self, drops: &Drops) {
-        let Some(spool) = self.spool.as_ref() else { return };
+        let Some(spool) = self.spool.as_ref() else {
+            return;
+        };
         let now = spool.drops();
         drops.record("spool", SPOOL_FULL, now.full.saturating_sub(self.seen.full));
-        drops.record("spool", SPOOL_EXPIRED, now.expired.saturating_sub(self.seen.expired));
-        drops.record("spool", SPOOL_CORRUPT, now.corrupt.saturating_sub(self.seen.corrupt));
+        drops.record(
+            "spool",
+            SPOOL_EXPIRED,
+            now.expired.saturating_sub(self.seen.expired),
+        );
+        drops.record(
+            "spool",
+            SPOOL_CORRUPT,
+            now.corrupt.saturating_sub(self.seen.corrupt),
+        );
         self.seen = now;
     }
 

@@ -101,6 +101,11 @@ impl Io {
         self.route.take(self.member, max, max_bytes)
     }
 
+    /// The live status waiting at the front of the route, if any.
+    pub fn take_volatile(&self) -> Option<Packet> {
+        self.route.take_volatile(self.member)
+    }
+
     /// Packets taken but not written go back to the front of the route.
     pub fn give_back(&self, packets: Vec<Packet>) {
         self.route.give_back(packets);

@@ -79,6 +79,11 @@ impl Queue {
         Some(p)
     }
 
+    /// Whether the first packet satisfies `pred`.
+    pub fn front_is(&self, pred: impl Fn(&Packet) -> bool) -> bool {
+        self.items.front().is_some_and(|(p, _)| pred(p))
+    }
+
     /// The oldest profile.
     pub fn pop_oldest_profile(&mut self) -> Option<Packet> {
         let i = self.items.iter().position(|(p, _)| is_profile(p))?;

@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
 use serde_json::Value;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::backlog::Backlog;
@@ -255,6 +255,16 @@ impl Route {
             g.members[member].wake.notify_one();
         }
         out
+    }
+
+    /// The live status waiting at the front, if any (for a carrier whose
+    /// own buffer is full: the status must not wait behind it).
+    pub fn take_volatile(&self, member: usize) -> Option<Packet> {
+        let mut g = lock(&self.inner);
+        if g.carrier != Some(member) || !g.queue.front_is(Packet::is_volatile) {
+            return None;
+        }
+        g.queue.pop_front()
     }
 
     /// `member` is done with what it took (written, or given back): the
@@ -727,5 +737,59 @@ mod tests {
         assert_eq!(got[0], Packet::new("status", json!({"s": 2})));
         assert_eq!(ids(&got[1..]), [0, 1, 2]);
         assert_eq!(r.drops().superseded, 1);
+    }
+
+    #[test]
+    fn while_nothing_carries_packets_are_spooled_and_replayed_in_order_even_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("ka-route-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = || Some(SpoolConfig::new(dir.clone()));
+        let drops = Arc::new(Drops::default());
+        {
+            // 300 packets offline: more than the 200 of the memory queue.
+            let r = Route::with_spool(200, QUEUE_BYTES, drops.clone(), cfg());
+            let (a, _, _) = r.join("A", Role::Configured);
+            r.set_state(a, LinkState::Connected, None, None);
+            r.push(ev(0));
+            assert_eq!(ids(&r.take(a, 10, usize::MAX)), [0]);
+            r.set_state(a, LinkState::Failed, None, None);
+            for i in 1..301 {
+                r.push(ev(i));
+            }
+            assert_eq!(r.queued(), 0, "on disk, not in memory");
+            assert_eq!(r.spool_info()["records"], 300);
+            // The agent stops here (crash or restart): the route is gone.
+        }
+        let r = Route::with_spool(200, QUEUE_BYTES, drops.clone(), cfg());
+        let (a, _, _) = r.join("A", Role::Configured);
+        r.set_state(a, LinkState::Connected, None, None);
+        // New traffic waits behind the replay; the status jumps it.
+        r.push(ev(301));
+        r.push(Packet::new("status", json!({"s": 1})));
+        let mut got = Vec::new();
+        loop {
+            let batch = r.take(a, 100, usize::MAX);
+            r.carried(a);
+            if batch.is_empty() {
+                break;
+            }
+            got.extend(batch);
+        }
+        assert_eq!(got[0].channel, "status");
+        assert_eq!(ids(&got[1..]), (1..302).collect::<Vec<_>>());
+        assert_eq!(r.spool_info()["records"], 0);
+        assert_eq!(drops.total(), 0);
+        // Given back (a failed write) after the acknowledgement: in memory,
+        // ahead of what follows, never replayed twice from disk.
+        r.set_state(a, LinkState::Failed, None, None);
+        r.push(ev(400));
+        r.set_state(a, LinkState::Connected, None, None);
+        let batch = r.take(a, 100, usize::MAX);
+        r.give_back(batch);
+        r.carried(a);
+        assert_eq!(ids(&r.take(a, 100, usize::MAX)), [400]);
+        r.carried(a);
+        assert!(r.take(a, 100, usize::MAX).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -126,8 +126,16 @@ impl AxonSession {
     fn pull(&mut self, io: &Io) -> Result<(), String> {
         // Only what fits the per-tick buffer (a replay must not overflow
         // it); the live status is at the front of the route anyway.
-        let room = self.setup.opts.buffer_limit.saturating_sub(self.pending.len());
+        let room = self
+            .setup
+            .opts
+            .buffer_limit
+            .saturating_sub(self.pending.len());
         if room == 0 {
+            // Still the status: the next frame cannot go without it.
+            if let Some(p) = io.take_volatile() {
+                self.on_packet(p, io).map_err(|(_, reason)| reason)?;
+            }
             return Ok(());
         }
         let mut packets = io.take(room, usize::MAX).into_iter();
