@@ -79,6 +79,44 @@ impl Drops {
         }
     }
 
+    /// Writes the summaries that are due: drops not reported yet whose
+    /// last line is at least [`SUMMARY_EVERY`] old (call it periodically,
+    /// so the tail of a burst is reported too, not only at the next drop).
+    pub fn report_due(&self) {
+        self.report_due_at(Instant::now());
+    }
+
+    fn report_due_at(&self, now: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for e in entries.iter_mut().filter(|e| e.unreported > 0) {
+            if e.last_line
+                .is_none_or(|t| now.saturating_duration_since(t) >= SUMMARY_EVERY)
+            {
+                tracing::warn!(
+                    channel = %e.channel,
+                    total = e.total,
+                    "dropped {} `{}` packets since the last report: {}",
+                    e.unreported,
+                    e.channel,
+                    e.reason
+                );
+                e.unreported = 0;
+                e.last_line = Some(now);
+            }
+        }
+    }
+
+    /// Not reported in the log yet (tests).
+    #[cfg(test)]
+    fn unreported(&self) -> u64 {
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.unreported)
+            .sum()
+    }
+
     pub fn counts(&self) -> Vec<DropCount> {
         self.entries
             .lock()
@@ -137,6 +175,13 @@ mod tests {
             ]
         );
         assert_eq!(d.total(), 1002);
+        // The tail of the burst (999 `logs` after the first line) is
+        // reported by the periodic call once due, not before.
+        assert_eq!(d.unreported(), 999);
+        d.report_due_at(t0 + Duration::from_secs(1));
+        assert_eq!(d.unreported(), 999);
+        d.report_due_at(t0 + SUMMARY_EVERY);
+        assert_eq!(d.unreported(), 0);
         assert_eq!(d.to_json()[0]["count"], 1000);
     }
 }

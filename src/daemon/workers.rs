@@ -42,6 +42,8 @@ use crate::transport::Transporter;
 /// Bus events waiting for the push pipeline; a log flood beyond this is
 /// dropped (and counted) rather than buffered.
 const BUS_QUEUE: usize = 8192;
+/// Bus events handled in one go (then the writers get their turn).
+const BUS_BATCH: usize = 256;
 /// Commands from PM2.io waiting to be handled.
 const INBOUND_QUEUE: usize = 256;
 /// Remote actions running at once.
@@ -381,6 +383,8 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
             };
         lock(&pipeline).on_status_tick(&procs);
         workers.send(status_packet(&procs, &ctx));
+        // The tail of any burst of drops reaches agent.log too.
+        workers.inner.drops.report_due();
     }
 }
 
@@ -392,37 +396,10 @@ async fn bus_loop(
 ) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
     let mut reported_drops = 0;
-    while let Some(ev) = sub.recv().await {
-        let packet = ev
-            .args
-            .into_iter()
-            .next()
-            .and_then(|a| a.into_value())
-            .unwrap_or(Value::Null);
-        // The raw event (the pipeline only forwards a normalised copy).
-        if ev.topic == "process:event" {
-            lock(&transactions).on_process_event(&packet, std::time::Instant::now());
-        }
-        let actions = lock(&pipeline).handle(&ev.topic, packet);
-        for action in actions {
-            match action {
-                PushAction::Send(p) => workers.send(p),
-                PushAction::Profile { path, meta } => {
-                    let w = workers.clone();
-                    tokio::spawn(async move {
-                        match read_profile(&path, meta, MAX_PROFILE_BYTES).await {
-                            Ok(p) => w.send(p),
-                            Err(e) => tracing::warn!("profile not sent: {e}"),
-                        }
-                    });
-                }
-                PushAction::Trace(trace) => {
-                    let outliers = lock(&transactions).aggregate(trace, std::time::Instant::now());
-                    for p in outliers {
-                        workers.send(p);
-                    }
-                }
-            }
+    let mut batch = Vec::with_capacity(BUS_BATCH);
+    while sub.recv_many(&mut batch, BUS_BATCH).await > 0 {
+        for ev in batch.drain(..) {
+            bus_event(&workers, &pipeline, &transactions, ev);
         }
         let dropped = sub.dropped();
         if dropped > reported_drops {
@@ -432,6 +409,46 @@ async fn bus_loop(
                 dropped - reported_drops,
             );
             reported_drops = dropped;
+        }
+    }
+}
+
+/// One bus event through the pipeline (and the transaction aggregator).
+fn bus_event(
+    workers: &Workers,
+    pipeline: &Mutex<EventPipeline>,
+    transactions: &Arc<Mutex<TransactionAggregator>>,
+    ev: crate::socket::sub_emitter::Event,
+) {
+    let packet = ev
+        .args
+        .into_iter()
+        .next()
+        .and_then(|a| a.into_value())
+        .unwrap_or(Value::Null);
+    // The raw event (the pipeline only forwards a normalised copy).
+    if ev.topic == "process:event" {
+        lock(transactions).on_process_event(&packet, std::time::Instant::now());
+    }
+    let actions = lock(pipeline).handle(&ev.topic, packet);
+    for action in actions {
+        match action {
+            PushAction::Send(p) => workers.send(p),
+            PushAction::Profile { path, meta } => {
+                let w = workers.clone();
+                tokio::spawn(async move {
+                    match read_profile(&path, meta, MAX_PROFILE_BYTES).await {
+                        Ok(p) => w.send(p),
+                        Err(e) => tracing::warn!("profile not sent: {e}"),
+                    }
+                });
+            }
+            PushAction::Trace(trace) => {
+                let outliers = lock(transactions).aggregate(trace, std::time::Instant::now());
+                for p in outliers {
+                    workers.send(p);
+                }
+            }
         }
     }
 }

@@ -43,6 +43,13 @@ impl Subscriber {
         self.rx.recv().await
     }
 
+    /// Waits for at least one event, then takes every event queued, up to
+    /// `limit`, into `buf`; 0 once the socket is gone. Handling a burst in
+    /// one go lets the consumers downstream batch their writes too.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Event>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
+
     /// Events dropped because this subscriber's queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
