@@ -131,7 +131,7 @@ impl EventPipeline {
             let env = p.get("pm2_env").and_then(Value::as_object);
             let flag = |k: &str| env.and_then(|e| e.get(k));
             self.processes.insert(
-                name_key(p.get("name")),
+                name_key(p.get("name")).into_owned(),
                 ProcState {
                     unmonitored: flag("_km_monitored") == Some(&Value::Bool(false)),
                     no_logs: flag("send_logs") == Some(&Value::Bool(false)),
@@ -192,7 +192,7 @@ impl EventPipeline {
         {
             return vec![];
         }
-        let state = self.processes.get(&name).copied();
+        let state = self.processes.get(&*name).copied();
         if state.is_some_and(|s| s.unmonitored) {
             return vec![];
         }
@@ -202,12 +202,14 @@ impl EventPipeline {
         if is_log {
             self.logs
                 .push(&name, packet.get("data").cloned().unwrap_or(Value::Null));
-            let broadcast = self
-                .broadcast_logs
-                .get(&id_key(pm_id))
-                .copied()
-                .unwrap_or(false);
-            if !self.streaming.is_on() && !broadcast {
+            // (The per-process flag is only looked up when streaming is off.)
+            if !self.streaming.is_on()
+                && !self
+                    .broadcast_logs
+                    .get(&id_key(pm_id))
+                    .copied()
+                    .unwrap_or(false)
+            {
                 return vec![];
             }
             if state.is_none_or(|s| s.no_logs) {
@@ -301,11 +303,11 @@ impl EventPipeline {
 
 /// A process name as a map key; JS object keys stringify (`undefined` →
 /// `"undefined"`), non-strings are kept apart by their JSON text.
-fn name_key(v: Option<&Value>) -> String {
+fn name_key(v: Option<&Value>) -> std::borrow::Cow<'_, str> {
     match v {
-        Some(Value::String(s)) => s.clone(),
-        None => "undefined".to_owned(),
-        Some(other) => format!("\u{0}{other}"),
+        Some(Value::String(s)) => std::borrow::Cow::Borrowed(s),
+        None => "undefined".into(),
+        Some(other) => format!("\u{0}{other}").into(),
     }
 }
 

@@ -57,10 +57,19 @@ impl LogBuffers {
         if !self.apps.contains_key(app) && self.apps.len() >= self.max_apps {
             self.evict_one();
         }
-        let entry = self.apps.entry(app.to_owned()).or_insert_with(|| App {
-            lines: VecDeque::new(),
-            touched: 0,
-        });
+        // Looked up by &str first: no key allocation per line.
+        if !self.apps.contains_key(app) {
+            self.apps.insert(
+                app.to_owned(),
+                App {
+                    lines: VecDeque::new(),
+                    touched: 0,
+                },
+            );
+        }
+        let Some(entry) = self.apps.get_mut(app) else {
+            return;
+        };
         entry.touched = self.clock;
         if entry.lines.len() >= self.per_app {
             entry.lines.pop_front();
