@@ -580,6 +580,18 @@ async function startLogging (backend, agent) {
   }
 }
 
+/** CPU rate (s/s) of `pid` over `opts.baseline` seconds, by stat and schedstat. */
+async function idleBaseline (pid, opts) {
+  const b0 = cpuSample(pid)
+  await sleep(opts.baseline * 1000)
+  const b1 = cpuSample(pid)
+  const secs = (b1.t - b0.t) / 1000
+  return {
+    baseRate: (b1.stat - b0.stat) / secs,
+    baseRateSched: b1.sched != null && b0.sched != null ? (b1.sched - b0.sched) / secs : null
+  }
+}
+
 async function floodRun (agentKey, opts) {
   const apps = [{
     name: 'flood',
@@ -612,11 +624,7 @@ async function floodRun (agentKey, opts) {
       const startLoggingReply = await startLogging(backend, agent)
 
       // Idle baseline with logging on, to subtract from the flood CPU.
-      const b0 = cpuSample(pid)
-      await sleep(opts.baseline * 1000)
-      const b1 = cpuSample(pid)
-      const baseRate = (b1.stat - b0.stat) / ((b1.t - b0.t) / 1000)
-      const baseRateSched = b1.sched != null && b0.sched != null ? (b1.sched - b0.sched) / ((b1.t - b0.t) / 1000) : null
+      const { baseRate, baseRateSched } = await idleBaseline(pid, opts)
       alive()
 
       // Flood.
@@ -892,11 +900,7 @@ async function busRun (agentKey, rate, opts) {
     const startLoggingReply = await startLogging(backend, agent)
 
     // Idle baseline with logging on, to subtract from the flood CPU.
-    const b0 = cpuSample(pid)
-    await sleep(opts.baseline * 1000)
-    const b1 = cpuSample(pid)
-    const baseRate = (b1.stat - b0.stat) / ((b1.t - b0.t) / 1000)
-    const baseRateSched = b1.sched != null && b0.sched != null ? (b1.sched - b0.sched) / ((b1.t - b0.t) / 1000) : null
+    const { baseRate, baseRateSched } = await idleBaseline(pid, opts)
     alive()
 
     const pre = await fake.request('reset')
