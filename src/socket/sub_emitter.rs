@@ -155,16 +155,27 @@ fn dispatch(subs: &Mutex<Vec<Subscription>>, mut msg: Vec<Arg>) {
     };
     let mut subs = subs.lock().unwrap_or_else(|e| e.into_inner());
     subs.retain(|s| !s.tx.is_closed());
-    for sub in subs.iter() {
-        if let Some(captures) = sub.pattern.captures(&topic) {
-            let ev = Event {
-                topic: topic.clone(),
-                captures,
-                args: msg.clone(),
-            };
-            if sub.tx.try_send(ev).is_err() {
-                sub.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    let matching: Vec<(&Subscription, Vec<String>)> = subs
+        .iter()
+        .filter_map(|s| s.pattern.captures(&topic).map(|c| (s, c)))
+        .collect();
+    // The last subscriber gets the message itself: no copy of its
+    // arguments in the usual case of a single subscription.
+    let mut msg = Some(msg);
+    let last = matching.len().saturating_sub(1);
+    for (i, (sub, captures)) in matching.into_iter().enumerate() {
+        let args = if i == last {
+            msg.take().unwrap_or_default()
+        } else {
+            msg.clone().unwrap_or_default()
+        };
+        let ev = Event {
+            topic: topic.clone(),
+            captures,
+            args,
+        };
+        if sub.tx.try_send(ev).is_err() {
+            sub.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
