@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::common::drops::Drops;
@@ -76,6 +76,9 @@ struct Inner {
     drops: Arc<Drops>,
     inbound_tx: mpsc::Sender<Packet>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Notified when a transporter starts carrying: a status goes out at
+    /// once rather than at the next tick.
+    status_now: Arc<Notify>,
 }
 
 impl Workers {
@@ -96,6 +99,7 @@ impl Workers {
                 drops: Arc::default(),
                 inbound_tx,
                 tasks: Mutex::new(vec![]),
+                status_now: Arc::new(Notify::new()),
             }),
         };
         if let Some(eps) = &endpoints {
@@ -205,6 +209,7 @@ impl Workers {
         role: Role,
     ) -> Option<Arc<dyn Transporter>> {
         let cfg = &self.inner.cfg;
+        route.signal_carrier(self.inner.status_now.clone());
         let link = LinkOptions {
             proof_timeout: cfg.proof_timeout,
             ..LinkOptions::default()
@@ -353,8 +358,21 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ip_countdown = INTERNAL_IP_REFRESH_TICKS;
     let inject_panic = cfg.fault_injection.as_deref() == Some("panic:status");
+    let mut pm2_ready = workers.inner.pm2.rpc().readiness();
     loop {
-        tick.tick().await;
+        // A tick, or sooner: PM2 just became reachable, or a transporter
+        // just started carrying (the dashboard sees the server at once).
+        // Either restarts the interval, so ticks stay one interval apart.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = workers.inner.status_now.notified() => tick.reset(),
+            Ok(()) = pm2_ready.changed() => {
+                if pm2_ready.borrow_and_update().is_none() {
+                    continue;
+                }
+                tick.reset();
+            }
+        }
         if inject_panic {
             panic!("fault injection: panic in the status loop");
         }

@@ -90,6 +90,9 @@ struct Inner {
     failed: bool,
     /// The "no fallback" line was written for the current outage.
     told_no_fallback: bool,
+    /// Told whenever a transporter starts carrying (see
+    /// [`Route::signal_carrier`]).
+    carrier_signal: Option<Arc<Notify>>,
 }
 
 /// See the module documentation.
@@ -104,6 +107,7 @@ pub struct Route {
 struct After {
     fallback: Option<bool>,
     wake: Option<Arc<Notify>>,
+    carrier_up: Option<Arc<Notify>>,
 }
 
 fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
@@ -141,8 +145,16 @@ impl Route {
                 fallback_on: false,
                 failed: false,
                 told_no_fallback: false,
+                carrier_signal: None,
             }),
         }
+    }
+
+    /// `signal` is notified each time a proven transporter starts carrying
+    /// this route (after an outage, a switch, or at start): the status loop
+    /// sends a fresh status at once instead of waiting for its next tick.
+    pub fn signal_carrier(&self, signal: Arc<Notify>) {
+        lock(&self.inner).carrier_signal = Some(signal);
     }
 
     /// Adds a transporter (after those already there: lower preference).
@@ -349,6 +361,9 @@ impl Route {
         if let Some(w) = after.wake {
             w.notify_one();
         }
+        if let Some(up) = after.carrier_up {
+            up.notify_one();
+        }
         if let Some(on) = after.fallback {
             // Called without the lock: the switch may call back into the
             // route (the fallback member's state). It only sets a wanted
@@ -507,6 +522,7 @@ impl Inner {
                 After {
                     wake: Some(m.wake.clone()),
                     fallback: None,
+                    carrier_up: self.carrier_signal.clone(),
                 }
             }
             None => {
@@ -561,7 +577,7 @@ impl Inner {
         }
         After {
             fallback: Some(want),
-            wake: None,
+            ..After::default()
         }
     }
 
@@ -617,6 +633,20 @@ mod tests {
         assert!(r.take(a, 10, usize::MAX).is_empty());
         r.set_state(a, LinkState::Connected, Some("a".into()), None);
         assert_eq!(ids(&r.take(a, 10, usize::MAX)), [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_transporter_starting_to_carry_is_signalled() {
+        let r = Route::new(100, QUEUE_BYTES, Arc::default());
+        let up = Arc::new(Notify::new());
+        r.signal_carrier(up.clone());
+        let (a, _, _) = r.join("A", Role::Configured);
+        r.set_state(a, LinkState::Connecting, None, None);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), up.notified());
+        assert!(waited.await.is_err(), "connecting is not carrying");
+        r.set_state(a, LinkState::Connected, None, None);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), up.notified());
+        assert!(waited.await.is_ok(), "a proven carrier is signalled");
     }
 
     #[test]
