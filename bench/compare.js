@@ -1,16 +1,20 @@
 #!/usr/bin/env node
 'use strict'
-// Benchmark: the reference JS agent (@pm2/agent 2.1.1) against ours, on the
-// same workload, against a real PM2 (pm2@7, private PM2_HOME) and a local
-// PM2.io stand-in (__test__/helpers/backend.js).
+// Benchmark: the reference JS agent (@pm2/agent 2.1.1) against ours, in both
+// daemon modes (node-hosted: `node src/InteractorDaemon.js` with the addon;
+// native: the `keymetrics-agent-daemon.<platform>` binary), on the same
+// workload, against a real PM2 (pm2@7, private PM2_HOME) and a local PM2.io
+// stand-in (__test__/helpers/backend.js).
 //
-//   node bench/compare.js [--window 60] [--settle 10] [--only js|ours]
-//                         [--apps 10,50] [--lines 50000] [--batch 10]
-//                         [--pause 1] [--no-flood] [--bus 20000,60000]
-//                         [--bus-seconds 10] [--no-bus] [--keep] [--out file]
+//   npm run bench [-- options]   (= npm run build:dist && node bench/compare.js)
+//   node bench/compare.js [--window 60] [--settle 10] [--only js,ours,native]
+//                         [--native-bin path] [--apps 10,50] [--lines 50000]
+//                         [--batch 10] [--pause 1] [--no-flood]
+//                         [--bus 20000,60000] [--bus-seconds 10] [--no-bus]
+//                         [--keep] [--out file]
 //
 // Scenarios (each agent gets a fresh PM2 + backend per scenario; JS first,
-// then ours, scenario by scenario):
+// then ours (node), then ours (native), scenario by scenario):
 //   idle-<N>  N idle apps; after settling, measure the agent daemon's CPU over
 //             the window and its memory at the end.
 //   flood     one app writes --lines log lines (one write of --batch lines
@@ -43,6 +47,7 @@ function parseArgs (argv) {
     settle: 10,
     baseline: 5,
     only: null,
+    nativeBin: null,
     apps: [10, 50],
     flood: true,
     bus: [20000, 60000],
@@ -70,7 +75,8 @@ function parseArgs (argv) {
       case '--window': o.window = num('window', next()); break
       case '--settle': o.settle = num('settle', next()); break
       case '--baseline': o.baseline = num('baseline', next()); break
-      case '--only': o.only = next(); break
+      case '--only': o.only = String(next()).split(',').map((x) => x.trim()).filter(Boolean); break
+      case '--native-bin': o.nativeBin = path.resolve(String(next())); break
       case '--apps': o.apps = String(next()).split(',').filter(Boolean).map((x) => num('apps', x)); break
       case '--lines': o.lines = num('lines', next()); break
       case '--batch': o.batch = num('batch', next()); break
@@ -94,7 +100,7 @@ function parseArgs (argv) {
       default: die(`unknown option ${a} (see --help)`)
     }
   }
-  if (o.only && !AGENTS[o.only]) die(`--only expects one of ${Object.keys(AGENTS).join(', ')}`)
+  if (o.only && (!o.only.length || o.only.some((a) => !AGENTS[a]))) die(`--only expects a list of ${Object.keys(AGENTS).join(', ')}`)
   if (o.window <= 0) die('--window must be > 0')
   if (o.lines > 999999) die('--lines must be < 1000000')
   if (o.bus.some((r) => r <= 0)) die('--bus rates must be > 0')
@@ -115,11 +121,18 @@ const AGENTS = {
     version: safeVersion(path.join(ROOT, 'node_modules', 'pm2-agent-2', 'package.json'))
   },
   ours: {
-    label: 'ours',
+    label: 'ours (node)',
     script: path.join(ROOT, 'src', 'InteractorDaemon.js'),
+    version: safeVersion(path.join(ROOT, 'package.json'))
+  },
+  native: {
+    label: 'ours (native)',
+    script: null, // the binary itself, run with no argument: see resolveNativeBin()
+    native: true,
     version: safeVersion(path.join(ROOT, 'package.json'))
   }
 }
+const OURS = ['ours', 'native'] // our daemon modes, each compared with 'js'
 
 function safeVersion (file) {
   try { return JSON.parse(fs.readFileSync(file, 'utf8')).version } catch (e) { return null }
@@ -259,6 +272,9 @@ class BenchBackend extends Backend {
     this.channels = {}
     this.statusDoc = null
     this.procCount = -1
+    this.expectProcs = -1 // first status listing this many processes: firstFullStatusAt
+    this.connectedAt = 0 // performance.now() of the first WebSocket connection
+    this.firstFullStatusAt = 0
     this.patchErrors = 0
     this.logPackets = 0
     this.logLinesTotal = 0
@@ -295,6 +311,7 @@ class BenchBackend extends Backend {
   }
 
   _onWs (ws) {
+    if (!this.connectedAt) this.connectedAt = performance.now()
     this.sockets.add(ws)
     this.emit('connection', ws)
     ws.on('message', (raw) => {
@@ -334,6 +351,7 @@ class BenchBackend extends Backend {
     const d = this.statusDoc
     const procs = d && d.data && d.data.process
     this.procCount = Array.isArray(procs) ? procs.length : -1
+    if (!this.firstFullStatusAt && this.procCount === this.expectProcs) this.firstFullStatusAt = performance.now()
   }
 
   _onLogs (str) {
@@ -412,7 +430,7 @@ setInterval(() => {}, 1000)
  */
 async function withSetup (agentKey, apps, opts, measure, setup = {}) {
   const agent = AGENTS[agentKey]
-  if (!fs.existsSync(agent.script)) throw new Error(`${agent.script} not found`)
+  if (!agent.script || !fs.existsSync(agent.script)) throw new Error(`${agent.script} not found`)
   // Short path under /tmp: unix socket paths are limited to ~107 bytes.
   const home = fs.mkdtempSync('/tmp/kab-')
   const localCleanups = []
@@ -453,6 +471,7 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
 
     // The backend.
     const backend = new BenchBackend()
+    backend.expectProcs = apps.length
     await backend.start()
     addCleanup(() => backend.stop())
 
@@ -473,10 +492,20 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
       WS_JSON_PATCH: 'true'
     })
     const out = fs.openSync(logFile, 'a')
-    const child = spawn(process.execPath, [agent.script], { env, cwd: home, stdio: ['ignore', out, out] })
+    // Node-hosted daemons run as `node <script>`; the native one is the binary
+    // itself (no arguments). Either way `child.pid` is the daemon measured (a
+    // wrapper script must `exec` the daemon to keep that pid).
+    const tSpawn = performance.now()
+    const child = agent.native
+      ? spawn(agent.script, [], { env, cwd: home, stdio: ['ignore', out, out] })
+      : spawn(process.execPath, [agent.script], { env, cwd: home, stdio: ['ignore', out, out] })
     fs.closeSync(out)
     let exited = null
-    const exitP = new Promise((resolve) => child.once('exit', (code, sig) => { exited = { code, sig }; resolve(exited) }))
+    const exitP = new Promise((resolve) => {
+      child.once('exit', (code, sig) => { exited = { code, sig }; resolve(exited) })
+      // A spawn failure (e.g. the binary is not executable) emits no 'exit'.
+      child.once('error', (e) => { if (!exited) { exited = { code: null, sig: `spawn error: ${e.message}` }; resolve(exited) } })
+    })
     addCleanup(async () => {
       if (exited) return
       child.kill('SIGTERM')
@@ -491,7 +520,6 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
 
     // Connected, with a status listing every app.
     const connectMs = opts.connectTimeout * 1000
-    const t0 = performance.now()
     const res = await Promise.race([
       backend.waitConnected(connectMs).then(() => 'ok', (e) => e),
       exitP.then(() => 'exited')
@@ -504,7 +532,8 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
           : `called verifyPM2 (${backend.verifyRequests.length}x) but never connected over WebSocket to ${backend.wsUrl} within ${opts.connectTimeout}s`
       throw new Error(`${agent.label} daemon ${why}`)
     }
-    log(`  ${agent.label}: connected after ${((performance.now() - t0) / 1000).toFixed(1)}s (pid ${pid})`)
+    const connectedAfter = backend.connectedAt - tSpawn
+    log(`  ${agent.label}: connected after ${Math.round(connectedAfter)} ms (pid ${pid})`)
     try {
       await waitUntil(() => { alive(); return backend.procCount === apps.length }, 20000, 100, 'status')
     } catch (e) {
@@ -512,8 +541,15 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
       throw new Error(`${agent.label} daemon connected but no status listing ${apps.length} apps arrived within 20s ` +
         `(channels received: ${JSON.stringify(backend.channels)}; last process count ${backend.procCount})`)
     }
-    log(`  ${agent.label}: status with ${apps.length} apps received; settling ${opts.settle}s`)
-    return await measure({ agent, home, pid, backend, list, alive, logFile, fake })
+    // Spawn → first status at the backend listing every app (timestamped by
+    // the backend when it parsed it, not by the 100 ms poll above).
+    const startup = {
+      connected_after_ms: round(connectedAfter, 1),
+      first_status_ms: round(backend.firstFullStatusAt - tSpawn, 1)
+    }
+    log(`  ${agent.label}: status with ${apps.length} apps received ${Math.round(startup.first_status_ms)} ms after spawn; settling ${opts.settle}s`)
+    const r = await measure({ agent, home, pid, backend, list, alive, logFile, fake })
+    return Object.assign(startup, r)
   } catch (e) {
     e.logTail = tail(logFile)
     throw e
@@ -556,7 +592,8 @@ async function idleRun (agentKey, n, opts) {
       cpu_sched_us_per_tick: ticks && cpuSched != null ? round(cpuSched / ticks * 1e6, 1) : null,
       cpu_ms_by_thread: threadDelta(th0, th1)
     }
-    Object.assign(r, mem, { uss_above_bare_node_kb: BARE ? mem.uss_kb - BARE.uss_kb : null })
+    // (A native daemon does not run node: no bare-node floor to subtract.)
+    Object.assign(r, mem, { uss_above_bare_node_kb: BARE && !agent.native ? mem.uss_kb - BARE.uss_kb : null })
     log(`  ${agent.label}: USS ${mb(r.uss_kb)} MB, RSS ${mb(r.rss_kb)} MB, CPU ${r.cpu_s}s (${r.cpu_s_per_min} s/min), ` +
       `${ticks} ticks, ${r.cpu_us_per_tick} µs/tick; by thread (ms): ${fmtThreads(r.cpu_ms_by_thread)}`)
     if (!ticks) throw new Error(`${agent.label} sent no status during the ${opts.window}s window`)
@@ -1015,6 +1052,11 @@ const fmtThreads = (o) => Object.entries(o).slice(0, 5).map(([k, v]) => `${k} ${
 const round = (x, d) => (x == null || !Number.isFinite(x) ? null : Number(x.toFixed(d)))
 const mb = (kb) => (kb == null ? null : (kb / 1024).toFixed(1))
 
+// Targets: a ratio to the JS agent's figure, or an absolute maximum.
+const RATIO = (r, text) => ({ ratio: r, text })
+const MAX = (max, text) => ({ max, text })
+const BOTH = (t) => ({ ours: t, native: t })
+
 function buildRows (results) {
   const rows = []
   const get = (scn, agent, key) => {
@@ -1023,37 +1065,50 @@ function buildRows (results) {
     if (r.error) return 'ERR'
     return r[key]
   }
-  const add = (scn, label, key, fmt, target, noRatio) => {
+  /**
+   * One row: the figure of each agent, and for each of our modes its ratio to
+   * JS and its target (`targets.ours` / `targets.native`) with a verdict.
+   */
+  const add = (scn, label, key, fmt, targets = {}, noRatio = false) => {
     if (!results.scenarios[scn]) return
     const js = get(scn, 'js', key)
-    const ours = get(scn, 'ours', key)
-    let ratio = null
-    if (!noRatio && typeof js === 'number' && typeof ours === 'number' && js > 0) ratio = ours / js
-    let verdict = ''
-    if (target != null && ratio != null) verdict = ratio <= target ? 'PASS' : 'FAIL'
-    rows.push({
-      scenario: scn,
-      metric: label,
-      key,
-      js: js === undefined ? null : js,
-      ours: ours === undefined ? null : ours,
-      ratio: round(ratio, 3),
-      target: target == null ? null : target,
-      verdict,
-      _fmt: fmt
-    })
+    const row = { scenario: scn, metric: label, key, js: js === undefined ? null : js }
+    for (const m of OURS) {
+      const v = get(scn, m, key)
+      const sfx = m === 'ours' ? '' : `_${m}`
+      let ratio = null
+      if (!noRatio && typeof js === 'number' && typeof v === 'number' && js > 0) ratio = v / js
+      const t = targets[m] || null
+      let verdict = ''
+      if (t && t.ratio != null && ratio != null) verdict = ratio <= t.ratio ? 'PASS' : 'FAIL'
+      if (t && t.max != null && typeof v === 'number') verdict = v <= t.max ? 'PASS' : 'FAIL'
+      if (t && v === 'ERR') verdict = 'FAIL'
+      row[m] = v === undefined ? null : v
+      row[`ratio${sfx}`] = round(ratio, 3)
+      row[`target${sfx}`] = t ? t.text : null
+      row[`verdict${sfx}`] = verdict
+    }
+    row._fmt = fmt
+    rows.push(row)
   }
   const MB = (v) => (typeof v === 'number' ? (v / 1024).toFixed(1) : v)
+  const R3 = RATIO(1 / 3, '≤ 1/3 JS')
+  const R10 = RATIO(1 / 10, '≤ 1/10 JS')
   for (const n of results.options.apps) {
     const s = `idle-${n}`
-    add(s, 'private memory USS (MB)', 'uss_kb', MB, 1 / 3)
+    add(s, 'time to first status (ms)', 'first_status_ms', (v) => String(Math.round(v)), BOTH(MAX(300, '≤ 300 ms')))
+    add(s, 'private memory USS (MB)', 'uss_kb', MB, BOTH(R3))
+    if (n === 10) {
+      add(s, 'private memory USS, absolute (MB)', 'uss_kb', MB,
+        { ours: MAX(8.5 * 1024, '≤ 8.5 MB'), native: MAX(4 * 1024, '≤ 4 MB') }, true)
+    }
     add(s, '  of which Private_Dirty (MB)', 'private_dirty_kb', MB)
-    add(s, '  of which Private_Clean (MB)', 'private_clean_kb', MB, null, true)
+    add(s, '  of which Private_Clean (MB)', 'private_clean_kb', MB, {}, true)
     add(s, '  USS above a bare node (MB)', 'uss_above_bare_node_kb', MB)
-    add(s, 'RSS (MB)', 'rss_kb', MB)
+    add(s, 'RSS (MB)', 'rss_kb', MB, n === 10 ? { native: MAX(10 * 1024, '≤ 10 MB') } : {})
     add(s, 'CPU s / min idle', 'cpu_s_per_min')
     add(s, 'status ticks in window', 'status_ticks')
-    add(s, 'CPU µs / status tick', 'cpu_us_per_tick', null, 1 / 10)
+    add(s, 'CPU µs / status tick', 'cpu_us_per_tick', null, BOTH(R10))
     add(s, 'CPU µs / status tick (schedstat)', 'cpu_sched_us_per_tick')
   }
   const f = 'flood'
@@ -1065,7 +1120,7 @@ function buildRows (results) {
   add(f, 'flood duration (s)', 'flood_s')
   add(f, 'CPU s during flood', 'cpu_s')
   add(f, 'CPU s during flood, minus idle', 'cpu_net_s')
-  add(f, 'CPU µs / forwarded log line', 'cpu_us_per_line', null, 1 / 10)
+  add(f, 'CPU µs / forwarded log line', 'cpu_us_per_line', null, BOTH(R10))
   add(f, 'CPU µs / forwarded log line (schedstat)', 'cpu_sched_us_per_line')
   add(f, 'CPU µs / `logs` packet', 'cpu_us_per_packet')
   add(f, 'USS after flood (MB)', 'uss_kb', MB)
@@ -1091,27 +1146,34 @@ function buildRows (results) {
   return rows
 }
 
-function printTable (rows) {
+/**
+ * The table: JS agent, then for each of our modes that ran its figure, its
+ * ratio to JS (when JS ran), its target and verdict.
+ */
+function printTable (rows, agents) {
   const cell = (v, fmt) => {
     if (v === null || v === undefined) return '-'
     if (fmt && typeof v === 'number') return fmt(v)
     return String(v)
   }
-  const table = [['scenario', 'metric', 'JS agent', 'ours', 'ratio ours/JS', 'target', '']]
-  for (const r of rows) {
-    table.push([
-      r.scenario,
-      r.metric,
-      cell(r.js, r._fmt),
-      cell(r.ours, r._fmt),
-      r.ratio == null ? '-' : r.ratio.toFixed(3),
-      r.target == null ? '' : (r.target < 0.2 ? '≤ 1/10' : '≤ 1/3'),
-      r.verdict
-    ])
+  const withJs = agents.includes('js')
+  const modes = OURS.filter((m) => agents.includes(m))
+  const cols = [{ head: 'scenario' }, { head: 'metric' }]
+  if (withJs) cols.push({ head: AGENTS.js.label, right: true, get: (r) => cell(r.js, r._fmt) })
+  for (const m of modes) {
+    const sfx = m === 'ours' ? '' : `_${m}`
+    cols.push({ head: AGENTS[m].label, right: true, get: (r) => cell(r[m], r._fmt) })
+    if (withJs) cols.push({ head: 'ratio', right: true, get: (r) => (r[`ratio${sfx}`] == null ? '-' : r[`ratio${sfx}`].toFixed(3)) })
+    cols.push({ head: 'target', get: (r) => r[`target${sfx}`] || '' })
+    cols.push({ head: '', get: (r) => r[`verdict${sfx}`] || '' })
   }
-  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)))
-  const line = (row) => row.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')
-  console.log('\n' + line(table[0]))
+  cols[0].get = (r) => r.scenario
+  cols[1].get = (r) => r.metric
+  const table = [cols.map((c) => c.head)]
+  for (const r of rows) table.push(cols.map((c) => c.get(r)))
+  const widths = cols.map((_, i) => Math.max(...table.map((row) => row[i].length)))
+  const line = (row) => row.map((c, i) => (cols[i].right ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')
+  console.log('\n' + line(table[0]).trimEnd())
   console.log(widths.map((w) => '-'.repeat(w)).join('-|-'))
   let last = null
   for (const row of table.slice(1)) {
@@ -1130,11 +1192,15 @@ function noiseWarnings (results) {
       const load = r && r.loadavg_1m ? Math.max(...r.loadavg_1m) : 0
       if (load > ncpu * 0.75) out.push(`${scn}/${a}: 1-min load average reached ${load} on ${ncpu} CPUs; CPU figures are noisy, run again on a quiet machine`)
     }
-    const js = byAgent.js
-    const ours = byAgent.ours
-    if (scn === 'flood' && js && ours && !js.error && !ours.error && js.bus_chunks && ours.bus_chunks) {
-      const d = Math.abs(js.bus_chunks - ours.bus_chunks) / Math.max(js.bus_chunks, ours.bus_chunks)
-      if (d > 0.1) out.push(`flood: PM2 chunked the output differently (${js.bus_chunks} vs ${ours.bus_chunks} bus messages), so per-line figures are less comparable (machine busy?)`)
+    if (scn === 'flood') {
+      const ok = Object.keys(byAgent).filter((a) => byAgent[a] && !byAgent[a].error && byAgent[a].bus_chunks)
+      const ref = ok[0]
+      for (const a of ok.slice(1)) {
+        const x = byAgent[ref].bus_chunks
+        const y = byAgent[a].bus_chunks
+        const d = Math.abs(x - y) / Math.max(x, y)
+        if (d > 0.1) out.push(`flood: PM2 chunked the output differently for ${ref} and ${a} (${x} vs ${y} bus messages), so per-line figures are less comparable (machine busy?)`)
+      }
     }
     if (scn.startsWith('bus-')) {
       for (const [a, r] of Object.entries(byAgent)) {
@@ -1144,6 +1210,139 @@ function noiseWarnings (results) {
     }
   }
   return out
+}
+
+// ---------------------------------------------------------------- what is measured
+
+/**
+ * Section headers of an ELF file: whether it still has a symbol table
+ * (`.symtab`) or debug info (`.debug_*`). null fields when it is not ELF
+ * (macOS, Windows) or cannot be read.
+ */
+function elfInfo (file) {
+  const out = { format: null, has_symtab: null, has_debug_info: null, stripped: null }
+  let fd = null
+  try {
+    fd = fs.openSync(file, 'r')
+    const hdr = Buffer.alloc(64)
+    fs.readSync(fd, hdr, 0, 64, 0)
+    if (hdr.readUInt32BE(0) !== 0x7f454c46) return out // \x7fELF
+    out.format = 'ELF'
+    const is64 = hdr[4] === 2
+    const le = hdr[5] === 1
+    const u16 = (b, o) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o))
+    const u32 = (b, o) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o))
+    const uN = (b, o) => (is64 ? Number(le ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o)) : u32(b, o))
+    const shoff = uN(hdr, is64 ? 0x28 : 0x20)
+    const shentsize = u16(hdr, is64 ? 0x3a : 0x2e)
+    const shnum = u16(hdr, is64 ? 0x3c : 0x30)
+    const shstrndx = u16(hdr, is64 ? 0x3e : 0x32)
+    if (!shoff || !shnum || shstrndx >= shnum) return out
+    const sh = Buffer.alloc(shentsize * shnum)
+    fs.readSync(fd, sh, 0, sh.length, shoff)
+    const nameOff = (i) => u32(sh, i * shentsize)
+    const strOff = uN(sh, shstrndx * shentsize + (is64 ? 0x18 : 0x10))
+    const strSize = uN(sh, shstrndx * shentsize + (is64 ? 0x20 : 0x14))
+    const strs = Buffer.alloc(strSize)
+    fs.readSync(fd, strs, 0, strSize, strOff)
+    const names = []
+    for (let i = 0; i < shnum; i++) {
+      const o = nameOff(i)
+      names.push(strs.toString('latin1', o, strs.indexOf(0, o)))
+    }
+    out.has_symtab = names.includes('.symtab')
+    out.has_debug_info = names.some((n) => n.startsWith('.debug_'))
+    out.stripped = !out.has_symtab && !out.has_debug_info
+  } catch (e) {
+    out.error = e.message
+  } finally {
+    if (fd !== null) fs.closeSync(fd)
+  }
+  return out
+}
+
+/** The platform part of our file names, e.g. `linux-x64-gnu`, `darwin-arm64`. */
+function platformSuffix () {
+  let abi = ''
+  if (process.platform === 'linux') {
+    const report = process.report && process.report.getReport ? process.report.getReport() : null
+    abi = report && report.header && report.header.glibcVersionRuntime ? '-gnu' : '-musl'
+  } else if (process.platform === 'win32') abi = '-msvc'
+  return `${process.platform}-${process.arch}${abi}`
+}
+
+/** The root file starting with `prefix`: the current platform's first, else the first by name. */
+function rootFile (prefix, suffix = '') {
+  let names = []
+  try { names = fs.readdirSync(ROOT).filter((n) => n.startsWith(prefix) && n.endsWith(suffix)).sort() } catch (e) {}
+  names = names.filter((n) => { try { return fs.statSync(path.join(ROOT, n)).isFile() } catch (e) { return false } })
+  const mine = names.find((n) => n.includes(platformSuffix()))
+  const pick = mine || names[0]
+  return pick ? path.join(ROOT, pick) : null
+}
+
+/** The newest Rust source (src/**.rs, Cargo.toml, Cargo.lock, build.rs): {file, mtime_ms}. */
+function newestSource () {
+  let best = { file: null, mtime_ms: 0 }
+  const see = (f) => {
+    try {
+      const m = fs.statSync(f).mtimeMs
+      if (m > best.mtime_ms) best = { file: path.relative(ROOT, f), mtime_ms: m }
+    } catch (e) {}
+  }
+  const walk = (dir) => {
+    let ents = []
+    try { ents = fs.readdirSync(dir, { withFileTypes: true }) } catch (e) { return }
+    for (const e of ents) {
+      const f = path.join(dir, e.name)
+      if (e.isDirectory()) walk(f)
+      else if (e.name.endsWith('.rs')) see(f)
+    }
+  }
+  walk(path.join(ROOT, 'src'))
+  for (const f of ['Cargo.toml', 'Cargo.lock', 'build.rs']) see(path.join(ROOT, f))
+  return best
+}
+
+/** Size, mtime and strip state of a built file, plus what is wrong with it (`problems`). */
+function buildInfo (file, what, newest) {
+  if (!file) return { path: null, problems: [`no ${what} found`] }
+  let st = null
+  try { st = fs.statSync(file) } catch (e) { return { path: file, problems: [`${what} ${file}: ${e.message}`] } }
+  const elf = elfInfo(file)
+  const info = {
+    path: relPath(file),
+    size_bytes: st.size,
+    mtime: new Date(st.mtimeMs).toISOString(),
+    ...elf,
+    problems: []
+  }
+  if (elf.stripped === false) {
+    info.problems.push(`${what} ${info.path} is not the stripped dist build (${[elf.has_symtab && '.symtab', elf.has_debug_info && '.debug_*'].filter(Boolean).join(' and ')} present); run \`npm run bench\` (build:dist first)`)
+  }
+  if (!elf.format && process.platform === 'linux') info.problems.push(`${what} ${info.path} is not an ELF file (a wrapper script?)`)
+  if (newest.file && newest.mtime_ms > st.mtimeMs + 1000) {
+    info.problems.push(`${what} ${info.path} is older than ${newest.file} (${new Date(newest.mtime_ms).toISOString()}): it may not be built from this tree`)
+  }
+  return info
+}
+
+/** Relative to the repo root when inside it, else absolute. */
+function relPath (file) {
+  const rel = path.relative(ROOT, file)
+  return rel.startsWith('..') || path.isAbsolute(rel) ? file : rel
+}
+
+function git (args) {
+  try { return execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\s+$/, '') } catch (e) { return null }
+}
+
+function loudWarning (lines) {
+  if (!lines.length) return
+  const bar = '!'.repeat(78)
+  console.log(`\n${bar}\n!! WARNING: this run does not measure what ships:`)
+  for (const l of lines) console.log(`!!   ${l}`)
+  console.log(`${bar}\n`)
 }
 
 // ---------------------------------------------------------------- main
@@ -1164,14 +1363,38 @@ async function bareNode () {
   }
 }
 
-function gitHead () {
-  try { return execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() } catch (e) { return null }
-}
-
 async function main () {
   const opts = parseArgs(process.argv.slice(2))
-  const agents = opts.only ? [opts.only] : ['js', 'ours']
+  let agents = ['js', 'ours', 'native'].filter((a) => !opts.only || opts.only.includes(a))
   const startedAt = new Date()
+
+  // What is measured: the builds of our addon and native daemon, and the tree.
+  const newest = newestSource()
+  const nativeBin = opts.nativeBin || rootFile('keymetrics-agent-daemon.')
+  const build = {
+    addon: buildInfo(rootFile('interactor.', '.node'), 'the addon', newest),
+    native: null,
+    newest_rust_source: newest.file ? { file: newest.file, mtime: new Date(newest.mtime_ms).toISOString() } : null
+  }
+  let nativeSkipped = null
+  if (agents.includes('native')) {
+    if (!nativeBin || !fs.existsSync(nativeBin)) {
+      nativeSkipped = nativeBin
+        ? `${nativeBin} not found`
+        : `no keymetrics-agent-daemon.* binary at ${ROOT} (build it, or pass --native-bin <path>)`
+      log(`bench: skipping ours (native): ${nativeSkipped}`)
+      agents = agents.filter((a) => a !== 'native')
+      if (!agents.length) die('nothing to run')
+    } else {
+      AGENTS.native.script = nativeBin
+      build.native = buildInfo(nativeBin, 'the native daemon', newest)
+    }
+  }
+  const buildProblems = [
+    ...(agents.includes('ours') ? build.addon.problems : []),
+    ...(build.native ? build.native.problems : [])
+  ]
+  const dirty = git(['status', '--porcelain', '--untracked-files=no'])
   const results = {
     date: startedAt.toISOString(),
     meta: {
@@ -1182,8 +1405,17 @@ async function main () {
       loadavg_at_start: os.loadavg().map((x) => round(x, 2)),
       clk_tck: CLK_TCK,
       pm2_version: PM2_VERSION,
-      git_head: gitHead(),
-      agents: Object.fromEntries(agents.map((a) => [a, { script: path.relative(ROOT, AGENTS[a].script), version: AGENTS[a].version }]))
+      git_head: git(['rev-parse', '--short', 'HEAD']),
+      git_commit: git(['rev-parse', 'HEAD']),
+      git_dirty: dirty == null ? null : dirty.length > 0, // tracked files changed since the commit
+      git_dirty_files: dirty ? dirty.split('\n').map((l) => l.slice(3)) : [],
+      build,
+      build_problems: buildProblems,
+      agents_run: agents,
+      agents: Object.fromEntries(['js', 'ours', 'native'].filter((a) => !opts.only || opts.only.includes(a)).map((a) => [a,
+        a === 'native' && nativeSkipped
+          ? { skipped: nativeSkipped }
+          : { label: AGENTS[a].label, [AGENTS[a].native ? 'binary' : 'script']: relPath(AGENTS[a].script), version: AGENTS[a].version }]))
     },
     options: opts,
     scenarios: {}
@@ -1201,6 +1433,12 @@ async function main () {
   const total = plan.reduce((sum, p) => sum + perRun(p.name), 0) * agents.length
   log(`bench: ${agents.join(' + ')} × ${plan.map((p) => p.name).join(', ')}; window ${opts.window}s, settle ${opts.settle}s ` +
     `(~${Math.ceil(total / 60)} min)`)
+  for (const k of ['addon', 'native']) {
+    const b = build[k]
+    if (b && b.path) log(`bench: ${k === 'addon' ? 'addon' : 'native daemon'} ${b.path}: ${b.size_bytes} bytes, ${b.mtime}, ${b.stripped ? 'stripped' : b.stripped === false ? 'NOT stripped' : 'strip state unknown'}`)
+  }
+  log(`bench: git ${results.meta.git_head}${results.meta.git_dirty ? ` + uncommitted changes (${results.meta.git_dirty_files.length} file(s))` : ''}`)
+  loudWarning(buildProblems)
   let failures = 0
   for (const scn of plan) {
     results.scenarios[scn.name] = {}
@@ -1224,12 +1462,16 @@ async function main () {
 
   const rows = buildRows(results)
   results.table = rows.map(({ _fmt, ...r }) => r)
-  printTable(rows)
+  printTable(rows, agents)
   const warnings = noiseWarnings(results)
-  results.warnings = warnings
+  if (results.meta.git_dirty) warnings.push(`the tree has uncommitted changes (${results.meta.git_dirty_files.join(', ')}): git ${results.meta.git_head} alone does not say what was measured`)
+  results.warnings = [...buildProblems, ...warnings]
+  if (nativeSkipped) results.warnings.push(`ours (native) skipped: ${nativeSkipped}`) // said at the start
   for (const w of warnings) console.log(`WARNING: ${w}`)
   if (BARE) console.log(`\nBare node (${process.version}, idle, nothing loaded): USS ${mb(BARE.uss_kb)} MB, RSS ${mb(BARE.rss_kb)} MB.`)
-  console.log('Targets: private memory (USS) ≤ 1/3 of JS; CPU per status tick and per forwarded log line ≤ 1/10 of JS.')
+  console.log('Targets (both of our modes): private memory (USS) ≤ 1/3 of JS; CPU per status tick and per forwarded log line ≤ 1/10 of JS;\n' +
+    'time to first status ≤ 300 ms; at 10 apps USS ≤ 8.5 MB (node-hosted), USS ≤ 4 MB and RSS ≤ 10 MB (native).')
+  loudWarning(buildProblems)
   if (opts.bus.length) console.log('Bus rows: loss and latency of a synthetic PM2 bus (see bench/README.md); no target, lower is better except the rates.')
 
   const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\..*/, '')
