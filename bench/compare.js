@@ -1471,8 +1471,8 @@ async function main () {
   if (BARE) console.log(`\nBare node (${process.version}, idle, nothing loaded): USS ${mb(BARE.uss_kb)} MB, RSS ${mb(BARE.rss_kb)} MB.`)
   console.log('Targets (both of our modes): private memory (USS) ≤ 1/3 of JS; CPU per status tick and per forwarded log line ≤ 1/10 of JS;\n' +
     'time to first status ≤ 300 ms; at 10 apps USS ≤ 8.5 MB (node-hosted), USS ≤ 4 MB and RSS ≤ 10 MB (native).')
-  loudWarning(buildProblems)
   if (opts.bus.length) console.log('Bus rows: loss and latency of a synthetic PM2 bus (see bench/README.md); no target, lower is better except the rates.')
+  loudWarning(buildProblems)
 
   const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\..*/, '')
   const outFile = opts.out || path.join(__dirname, `results-${stamp}.json`)
