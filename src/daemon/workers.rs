@@ -24,8 +24,9 @@ use crate::config::DaemonConfig;
 use crate::net::NetOptions;
 use crate::pm2::Pm2Client;
 use crate::push::events::{EventPipeline, PushAction, PushConfig};
+use crate::push::host_sampler::HostSampler;
 use crate::push::profiling::read_profile;
-use crate::push::status::{internal_ip, status_packet, CpuMeta, HostIdentity, StatusContext};
+use crate::push::status::{build_status_with, internal_ip, CpuMeta, HostIdentity, StatusContext};
 use crate::push::streaming::LogStreaming;
 use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
@@ -352,6 +353,7 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     let mut tick = tokio::time::interval(cfg.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ip_countdown = INTERNAL_IP_REFRESH_TICKS;
+    let mut host_stats = HostSampler::new();
     let inject_panic = cfg.fault_injection.as_deref() == Some("panic:status");
     loop {
         tick.tick().await;
@@ -382,7 +384,11 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
                 }
             };
         lock(&pipeline).on_status_tick(&procs);
-        workers.send(status_packet(&procs, &ctx));
+        let stats = host_stats.sample(std::time::Instant::now());
+        workers.send(Packet::new(
+            "status",
+            build_status_with(&procs, &ctx, &stats),
+        ));
         // The tail of any burst of drops reaches agent.log too.
         workers.inner.drops.report_due();
     }
