@@ -11,8 +11,8 @@
 
 use std::time::Instant;
 
-use interactor::pm2::snapshot;
-use interactor::push::status::{build_status_with, HostIdentity, HostStats, StatusContext};
+use interactor::pm2::snapshot::SnapshotReader;
+use interactor::push::status::{build_status_from, HostIdentity, HostStats, StatusContext};
 use interactor::transport::websocket::json_patch;
 
 fn main() {
@@ -40,13 +40,14 @@ fn main() {
     let stats = HostStats::read();
     let (mut parse, mut build, mut diff, mut ser) = (0u128, 0u128, 0u128, 0u128);
     let mut prev = None;
+    let mut reader = SnapshotReader::new();
     let mut bytes = 0;
     for i in 0..iterations {
         let text = &replies[i as usize % 2];
         let t0 = Instant::now();
-        let procs = snapshot::parse(text).expect("parse");
+        let procs = reader.read(text).expect("parse");
         let t1 = Instant::now();
-        let status = build_status_with(&procs, &ctx, &stats);
+        let status = build_status_from(procs, &ctx, &stats);
         let t2 = Instant::now();
         let ops = prev.as_ref().map(|p| json_patch::compare(p, &status));
         let t3 = Instant::now();

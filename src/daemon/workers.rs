@@ -22,11 +22,12 @@ use crate::common::{Endpoints, Packet};
 use crate::config::transporters::Kind;
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
+use crate::pm2::snapshot::{ProcSnapshot, SnapshotReader};
 use crate::pm2::Pm2Client;
 use crate::push::events::{EventPipeline, PushAction, PushConfig};
 use crate::push::host_sampler::HostSampler;
 use crate::push::profiling::read_profile;
-use crate::push::status::{build_status_with, internal_ip, CpuMeta, HostIdentity, StatusContext};
+use crate::push::status::{build_status_from, internal_ip, CpuMeta, HostIdentity, StatusContext};
 use crate::push::streaming::LogStreaming;
 use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
@@ -354,6 +355,7 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ip_countdown = INTERNAL_IP_REFRESH_TICKS;
     let mut host_stats = HostSampler::new();
+    let mut reader = SnapshotReader::new();
     let inject_panic = cfg.fault_injection.as_deref() == Some("panic:status");
     loop {
         tick.tick().await;
@@ -369,25 +371,24 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
             ip_countdown = INTERNAL_IP_REFRESH_TICKS;
             ctx.internal_ip = internal_ip();
         }
-        let procs =
-            match tokio::time::timeout(STATUS_RPC_TIMEOUT, workers.inner.pm2.monitor_snapshot())
-                .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    tracing::debug!("getMonitorData failed: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::debug!("getMonitorData timed out");
-                    continue;
-                }
-            };
-        lock(&pipeline).on_status_tick(&procs);
+        let snapshot = workers.inner.pm2.monitor_snapshot(&mut reader);
+        let procs = match tokio::time::timeout(STATUS_RPC_TIMEOUT, snapshot).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!("getMonitorData failed: {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("getMonitorData timed out");
+                continue;
+            }
+        };
+        let tracked: Vec<Value> = procs.iter().map(ProcSnapshot::pipeline_view).collect();
+        lock(&pipeline).on_status_tick(&tracked);
         let stats = host_stats.sample(std::time::Instant::now());
         workers.send(Packet::new(
             "status",
-            build_status_with(&procs, &ctx, &stats),
+            build_status_from(procs, &ctx, &stats),
         ));
         // The tail of any burst of drops reaches agent.log too.
         workers.inner.drops.report_due();
