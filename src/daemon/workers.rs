@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::common::drops::Drops;
@@ -128,6 +128,9 @@ impl Workers {
             censor: cfg.trace_censoring,
             ..TransactionConfig::new(cfg.identity.machine_name.clone())
         })));
+        // The bus loop tells the transactions loop when traces bring a new
+        // app (until then it has no learning period to watch).
+        let new_app = Arc::new(Notify::new());
         let mut tasks = vec![
             (
                 "status loop",
@@ -135,11 +138,16 @@ impl Workers {
             ),
             (
                 "bus loop",
-                tokio::spawn(bus_loop(workers.clone(), pipeline, transactions.clone())),
+                tokio::spawn(bus_loop(
+                    workers.clone(),
+                    pipeline,
+                    transactions.clone(),
+                    new_app.clone(),
+                )),
             ),
             (
                 "transactions loop",
-                tokio::spawn(transactions_loop(workers.clone(), transactions)),
+                tokio::spawn(transactions_loop(workers.clone(), transactions, new_app)),
             ),
             (
                 "inbound loop",
@@ -400,13 +408,14 @@ async fn bus_loop(
     workers: Workers,
     pipeline: Arc<Mutex<EventPipeline>>,
     transactions: Arc<Mutex<TransactionAggregator>>,
+    new_app: Arc<Notify>,
 ) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
     let mut reported_drops = 0;
     let mut batch = Vec::with_capacity(BUS_BATCH);
     while sub.recv_many(&mut batch, BUS_BATCH).await > 0 {
         for ev in batch.drain(..) {
-            bus_event(&workers, &pipeline, &transactions, ev);
+            bus_event(&workers, &pipeline, &transactions, &new_app, ev);
         }
         let dropped = sub.dropped();
         if dropped > reported_drops {
@@ -425,6 +434,7 @@ fn bus_event(
     workers: &Workers,
     pipeline: &Mutex<EventPipeline>,
     transactions: &Arc<Mutex<TransactionAggregator>>,
+    new_app: &Notify,
     ev: crate::socket::sub_emitter::Event,
 ) {
     let packet = ev
@@ -451,7 +461,15 @@ fn bus_event(
                 });
             }
             PushAction::Trace(trace) => {
-                let outliers = lock(transactions).aggregate(trace, std::time::Instant::now());
+                let (outliers, added) = {
+                    let mut t = lock(transactions);
+                    let before = t.app_count();
+                    let outliers = t.aggregate(trace, std::time::Instant::now());
+                    (outliers, t.app_count() > before)
+                };
+                if added {
+                    new_app.notify_one();
+                }
                 for p in outliers {
                     workers.send(p);
                 }
@@ -462,7 +480,13 @@ fn bus_event(
 
 /// `axm:transaction` every TRACE_FLUSH_INTERVAL (first one an interval
 /// after start, like the JS `setInterval`), learning notifications when due.
-async fn transactions_loop(workers: Workers, transactions: Arc<Mutex<TransactionAggregator>>) {
+/// The learning check runs every second only once traces brought an app:
+/// an agent without tracing does not wake up for it.
+async fn transactions_loop(
+    workers: Workers,
+    transactions: Arc<Mutex<TransactionAggregator>>,
+    new_app: Arc<Notify>,
+) {
     let period = lock(&transactions)
         .config()
         .flush_interval
@@ -473,9 +497,14 @@ async fn transactions_loop(workers: Workers, transactions: Arc<Mutex<Transaction
     let mut learning = tokio::time::interval_at(start + LEARNING_TICK, LEARNING_TICK);
     learning.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        let has_apps = lock(&transactions).app_count() > 0;
         let packets = tokio::select! {
             _ = flush.tick() => lock(&transactions).flush(std::time::Instant::now()),
-            _ = learning.tick() => lock(&transactions).learning_tick(std::time::Instant::now()),
+            _ = learning.tick(), if has_apps => lock(&transactions).learning_tick(std::time::Instant::now()),
+            _ = new_app.notified(), if !has_apps => {
+                learning.reset_after(Duration::ZERO);
+                continue;
+            }
         };
         for p in packets {
             workers.send(p);
