@@ -24,16 +24,21 @@ pub const OUTAGE_THRESHOLD: Duration = Duration::from_secs(3);
 /// A `pm2 resurrect` running longer than this is killed.
 pub const RESURRECT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Sleeps until there is something to do: the next dump, a change of the
+/// `rpc.sock` connection (published by the req socket), or, while PM2 is
+/// down, the end of the outage threshold. Nothing is polled.
 pub async fn run(cfg: Arc<DaemonConfig>, pm2: Pm2Client) {
     tokio::time::sleep(cfg.watchdog_delay).await;
     tracing::debug!("watchdog started");
     let mut state = pm2.rpc().socket().state();
     let mut dump_tick = tokio::time::interval(cfg.dump_interval);
     dump_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut down_since: Option<Instant> = None;
-    let mut resurrected_this_outage = false;
-    let mut check = tokio::time::interval(Duration::from_millis(250));
+    let mut outage = Outage::default();
+    // PM2 may already be down: that outage counts from now.
+    outage.observe(state.borrow_and_update().connected, Instant::now());
     loop {
+        // Only armed while PM2 is down and not yet resurrected.
+        let resurrect_at = outage.resurrect_at();
         tokio::select! {
             _ = dump_tick.tick() => {
                 if pm2.is_ready() {
@@ -44,22 +49,58 @@ pub async fn run(cfg: Arc<DaemonConfig>, pm2: Pm2Client) {
                 continue;
             }
             r = state.changed() => if r.is_err() { return },
-            _ = check.tick() => {}
+            _ = sleep_until_some(resurrect_at) => {}
         }
-        let connected = state.borrow().connected;
-        if connected {
-            if down_since.take().is_some() {
-                tracing::info!("PM2 is back");
-            }
-            resurrected_this_outage = false;
-            continue;
-        }
-        let since = *down_since.get_or_insert_with(Instant::now);
-        if !resurrected_this_outage && since.elapsed() >= OUTAGE_THRESHOLD {
-            resurrected_this_outage = true;
+        let connected = state.borrow_and_update().connected;
+        if outage.observe(connected, Instant::now()) {
             // Awaited inline: the loop cannot start a second one meanwhile.
             resurrect(&cfg).await;
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The watchdog's view of one PM2 outage: when it began and whether PM2
+/// was resurrected during it (once per outage).
+#[derive(Debug, Default)]
+struct Outage {
+    down_since: Option<Instant>,
+    resurrected: bool,
+}
+
+impl Outage {
+    /// When PM2 will have been down long enough to resurrect it; `None`
+    /// while it is up or already resurrected for this outage.
+    fn resurrect_at(&self) -> Option<Instant> {
+        match self.down_since {
+            Some(since) if !self.resurrected => Some(since + OUTAGE_THRESHOLD),
+            _ => None,
+        }
+    }
+
+    /// Records the connection state seen at `now`; `true` when PM2 must be
+    /// resurrected now.
+    fn observe(&mut self, connected: bool, now: Instant) -> bool {
+        if connected {
+            if self.down_since.take().is_some() {
+                tracing::info!("PM2 is back");
+            }
+            self.resurrected = false;
+            return false;
+        }
+        let since = *self.down_since.get_or_insert(now);
+        if !self.resurrected && now.duration_since(since) >= OUTAGE_THRESHOLD {
+            self.resurrected = true;
+            return true;
+        }
+        false
     }
 }
 
@@ -183,6 +224,26 @@ fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn one_resurrect_per_outage_after_the_threshold() {
+        let t0 = Instant::now();
+        let mut o = Outage::default();
+        assert!(!o.observe(true, t0));
+        assert_eq!(o.resurrect_at(), None);
+        // Down: armed for the end of the threshold, not before.
+        assert!(!o.observe(false, t0));
+        assert_eq!(o.resurrect_at(), Some(t0 + OUTAGE_THRESHOLD));
+        assert!(!o.observe(false, t0 + OUTAGE_THRESHOLD / 2));
+        assert!(o.observe(false, t0 + OUTAGE_THRESHOLD));
+        // Once per outage: disarmed until PM2 comes back and goes again.
+        assert_eq!(o.resurrect_at(), None);
+        assert!(!o.observe(false, t0 + OUTAGE_THRESHOLD * 5));
+        let t1 = t0 + OUTAGE_THRESHOLD * 6;
+        assert!(!o.observe(true, t1));
+        assert!(!o.observe(false, t1));
+        assert_eq!(o.resurrect_at(), Some(t1 + OUTAGE_THRESHOLD));
+    }
 
     #[test]
     fn dump_entries_like_pm2_save() {

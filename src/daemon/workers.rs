@@ -22,10 +22,12 @@ use crate::common::{Endpoints, Packet};
 use crate::config::transporters::Kind;
 use crate::config::DaemonConfig;
 use crate::net::NetOptions;
+use crate::pm2::snapshot::{ProcSnapshot, SnapshotReader};
 use crate::pm2::Pm2Client;
 use crate::push::events::{EventPipeline, PushAction, PushConfig};
+use crate::push::host_sampler::HostSampler;
 use crate::push::profiling::read_profile;
-use crate::push::status::{internal_ip, status_packet, CpuMeta, HostIdentity, StatusContext};
+use crate::push::status::{build_status_from, internal_ip, CpuMeta, HostIdentity, StatusContext};
 use crate::push::streaming::LogStreaming;
 use crate::push::transactions::{TransactionAggregator, TransactionConfig};
 use crate::reverse::{BoxFuture, Pm2Api, Reverse, ReverseConfig};
@@ -130,6 +132,9 @@ impl Workers {
             censor: cfg.trace_censoring,
             ..TransactionConfig::new(cfg.identity.machine_name.clone())
         })));
+        // The bus loop tells the transactions loop when traces bring a new
+        // app (until then it has no learning period to watch).
+        let new_app = Arc::new(Notify::new());
         let mut tasks = vec![
             (
                 "status loop",
@@ -137,11 +142,16 @@ impl Workers {
             ),
             (
                 "bus loop",
-                tokio::spawn(bus_loop(workers.clone(), pipeline, transactions.clone())),
+                tokio::spawn(bus_loop(
+                    workers.clone(),
+                    pipeline,
+                    transactions.clone(),
+                    new_app.clone(),
+                )),
             ),
             (
                 "transactions loop",
-                tokio::spawn(transactions_loop(workers.clone(), transactions)),
+                tokio::spawn(transactions_loop(workers.clone(), transactions, new_app)),
             ),
             (
                 "inbound loop",
@@ -357,6 +367,8 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     let mut tick = tokio::time::interval(cfg.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ip_countdown = INTERNAL_IP_REFRESH_TICKS;
+    let mut host_stats = HostSampler::new();
+    let mut reader = SnapshotReader::new();
     let inject_panic = cfg.fault_injection.as_deref() == Some("panic:status");
     let mut pm2_ready = workers.inner.pm2.rpc().readiness();
     loop {
@@ -385,22 +397,25 @@ async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
             ip_countdown = INTERNAL_IP_REFRESH_TICKS;
             ctx.internal_ip = internal_ip();
         }
-        let procs =
-            match tokio::time::timeout(STATUS_RPC_TIMEOUT, workers.inner.pm2.monitor_snapshot())
-                .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    tracing::debug!("getMonitorData failed: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::debug!("getMonitorData timed out");
-                    continue;
-                }
-            };
-        lock(&pipeline).on_status_tick(&procs);
-        workers.send(status_packet(&procs, &ctx));
+        let snapshot = workers.inner.pm2.monitor_snapshot(&mut reader);
+        let procs = match tokio::time::timeout(STATUS_RPC_TIMEOUT, snapshot).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!("getMonitorData failed: {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("getMonitorData timed out");
+                continue;
+            }
+        };
+        let tracked: Vec<Value> = procs.iter().map(ProcSnapshot::pipeline_view).collect();
+        lock(&pipeline).on_status_tick(&tracked);
+        let stats = host_stats.sample(std::time::Instant::now());
+        workers.send(Packet::new(
+            "status",
+            build_status_from(procs, &ctx, &stats),
+        ));
         // The tail of any burst of drops reaches agent.log too.
         workers.inner.drops.report_due();
     }
@@ -411,13 +426,14 @@ async fn bus_loop(
     workers: Workers,
     pipeline: Arc<Mutex<EventPipeline>>,
     transactions: Arc<Mutex<TransactionAggregator>>,
+    new_app: Arc<Notify>,
 ) {
     let mut sub = workers.inner.pm2.subscribe_all(BUS_QUEUE);
     let mut reported_drops = 0;
     let mut batch = Vec::with_capacity(BUS_BATCH);
     while sub.recv_many(&mut batch, BUS_BATCH).await > 0 {
         for ev in batch.drain(..) {
-            bus_event(&workers, &pipeline, &transactions, ev);
+            bus_event(&workers, &pipeline, &transactions, &new_app, ev);
         }
         let dropped = sub.dropped();
         if dropped > reported_drops {
@@ -436,6 +452,7 @@ fn bus_event(
     workers: &Workers,
     pipeline: &Mutex<EventPipeline>,
     transactions: &Arc<Mutex<TransactionAggregator>>,
+    new_app: &Notify,
     ev: crate::socket::sub_emitter::Event,
 ) {
     let packet = ev
@@ -462,7 +479,15 @@ fn bus_event(
                 });
             }
             PushAction::Trace(trace) => {
-                let outliers = lock(transactions).aggregate(trace, std::time::Instant::now());
+                let (outliers, added) = {
+                    let mut t = lock(transactions);
+                    let before = t.app_count();
+                    let outliers = t.aggregate(trace, std::time::Instant::now());
+                    (outliers, t.app_count() > before)
+                };
+                if added {
+                    new_app.notify_one();
+                }
                 for p in outliers {
                     workers.send(p);
                 }
@@ -473,7 +498,13 @@ fn bus_event(
 
 /// `axm:transaction` every TRACE_FLUSH_INTERVAL (first one an interval
 /// after start, like the JS `setInterval`), learning notifications when due.
-async fn transactions_loop(workers: Workers, transactions: Arc<Mutex<TransactionAggregator>>) {
+/// The learning check runs every second only once traces brought an app:
+/// an agent without tracing does not wake up for it.
+async fn transactions_loop(
+    workers: Workers,
+    transactions: Arc<Mutex<TransactionAggregator>>,
+    new_app: Arc<Notify>,
+) {
     let period = lock(&transactions)
         .config()
         .flush_interval
@@ -484,9 +515,14 @@ async fn transactions_loop(workers: Workers, transactions: Arc<Mutex<Transaction
     let mut learning = tokio::time::interval_at(start + LEARNING_TICK, LEARNING_TICK);
     learning.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        let has_apps = lock(&transactions).app_count() > 0;
         let packets = tokio::select! {
             _ = flush.tick() => lock(&transactions).flush(std::time::Instant::now()),
-            _ = learning.tick() => lock(&transactions).learning_tick(std::time::Instant::now()),
+            _ = learning.tick(), if has_apps => lock(&transactions).learning_tick(std::time::Instant::now()),
+            _ = new_app.notified(), if !has_apps => {
+                learning.reset_after(Duration::ZERO);
+                continue;
+            }
         };
         for p in packets {
             workers.send(p);

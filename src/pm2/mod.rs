@@ -62,14 +62,18 @@ impl Pm2Client {
 
     /// `getMonitorData({})` reduced to what `status` and the push pipeline
     /// read. PM2's reply carries every app's whole environment (often
-    /// hundreds of KB each second); it is deserialized straight into these
-    /// fields, skipping the rest without building a JSON tree.
-    pub async fn monitor_snapshot(&self) -> Result<Vec<Value>, RpcError> {
+    /// hundreds of KB each second); `reader` skims it without building a
+    /// JSON tree and parses only the fields that changed since its last
+    /// read.
+    pub async fn monitor_snapshot(
+        &self,
+        reader: &mut snapshot::SnapshotReader,
+    ) -> Result<Vec<snapshot::ProcSnapshot>, RpcError> {
         let text = self
             .rpc
             .call_text("getMonitorData", vec![Value::Object(Default::default())])
             .await?;
-        snapshot::parse(&text)
+        reader.read(&text)
     }
 
     /// Every bus event (`*`), in a queue of `capacity` events; when the

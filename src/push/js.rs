@@ -11,9 +11,9 @@ pub(crate) fn truthy(v: Option<&Value>) -> bool {
 }
 
 /// `a || b` where `a` is a property read: the value itself when truthy.
-pub(crate) fn or_default(v: Option<&Value>, default: Value) -> Value {
+pub(crate) fn or_default(v: Option<Value>, default: Value) -> Value {
     match v {
-        Some(v) if truthy(Some(v)) => v.clone(),
+        Some(v) if truthy(Some(&v)) => v,
         _ => default,
     }
 }

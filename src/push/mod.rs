@@ -9,6 +9,7 @@
 pub mod context;
 pub mod events;
 mod host;
+pub mod host_sampler;
 pub(crate) mod js;
 pub mod logs;
 pub mod profiling;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 pub use super::host::{internal_ip, CpuMeta, HostIdentity, HostStats};
 use super::js;
 use crate::common::Packet;
+use crate::pm2::snapshot::ProcSnapshot;
 
 /// Everything `build_status` needs besides the process list.
 #[derive(Debug, Clone)]
@@ -47,7 +48,19 @@ pub fn status_packet(procs: &[Value], ctx: &StatusContext) -> Packet {
 
 /// `build_status` with given host stats (deterministic for tests).
 pub fn build_status_with(procs: &[Value], ctx: &StatusContext, stats: &HostStats) -> Value {
-    let process: Vec<Value> = procs.iter().filter_map(process_entry).collect();
+    let procs = procs.iter().filter_map(ProcSnapshot::from_value).collect();
+    build_status_from(procs, ctx, stats)
+}
+
+/// The `status` payload from the status tick's light read of PM2's list
+/// ([`crate::pm2::snapshot::SnapshotReader`]); its values are moved into
+/// the payload, not copied.
+pub fn build_status_from(
+    procs: Vec<ProcSnapshot>,
+    ctx: &StatusContext,
+    stats: &HostStats,
+) -> Value {
+    let process: Vec<Value> = procs.into_iter().filter_map(process_entry).collect();
     let mut data = Map::new();
     data.insert("process".into(), Value::Array(process));
     data.insert("server".into(), server_entry(ctx, stats));
@@ -63,75 +76,61 @@ pub fn build_status_with(procs: &[Value], ctx: &StatusContext, stats: &HostStats
 
 /// One `process` entry, or `None` for what the JS agent filters out
 /// (`_km_monitored === false`, a name containing `_old_`) and for shapes it
-/// would crash on (not an object, no `pm2_env` object).
-fn process_entry(proc: &Value) -> Option<Value> {
-    let proc = proc.as_object()?;
-    let Some(env) = proc.get("pm2_env").and_then(Value::as_object) else {
+/// would crash on (no `pm2_env` object).
+fn process_entry(proc: ProcSnapshot) -> Option<Value> {
+    let Some(env) = proc.env else {
         tracing::debug!("status: process without pm2_env skipped");
         return None;
     };
-    if env.get("_km_monitored") == Some(&Value::Bool(false)) {
+    if env.km_monitored == Some(Value::Bool(false)) {
         return None;
     }
     if env
-        .get("name")
+        .name
+        .as_ref()
         .and_then(Value::as_str)
         .is_some_and(|n| n.contains("_old_"))
     {
         return None;
     }
-    let monit = proc.get("monit").and_then(Value::as_object);
     let mut e = Map::new();
     // Absent sources stay absent (`undefined` vanishes from the JSON).
-    let mut copy = |key: &str, src: Option<&Value>| {
+    let mut copy = |key: &str, src: Option<Value>| {
         if let Some(v) = src {
-            e.insert(key.to_owned(), v.clone());
+            e.insert(key.to_owned(), v);
         }
     };
-    copy("pid", proc.get("pid"));
-    for (key, src) in [
-        ("name", "name"),
-        ("interpreter", "exec_interpreter"),
-        ("args", "node_args"),
-        ("path", "pm_exec_path"),
-        ("restart_time", "restart_time"),
-        ("created_at", "created_at"),
-        ("exec_mode", "exec_mode"),
-        ("pm_uptime", "pm_uptime"),
-        ("status", "status"),
-        ("pm_id", "pm_id"),
-        ("unique_id", "unique_id"),
-    ] {
-        copy(key, env.get(src));
-    }
-    e.insert(
-        "cpu".into(),
-        floor_or_zero(monit.and_then(|m| m.get("cpu"))),
-    );
-    e.insert(
-        "memory".into(),
-        floor_or_zero(monit.and_then(|m| m.get("memory"))),
-    );
+    copy("pid", proc.pid);
+    copy("name", env.name);
+    copy("interpreter", env.exec_interpreter);
+    copy("args", env.node_args);
+    copy("path", env.pm_exec_path);
+    copy("restart_time", env.restart_time);
+    copy("created_at", env.created_at);
+    copy("exec_mode", env.exec_mode);
+    copy("pm_uptime", env.pm_uptime);
+    copy("status", env.status);
+    copy("pm_id", env.pm_id);
+    copy("unique_id", env.unique_id);
+    e.insert("cpu".into(), floor_or_zero(proc.cpu.as_ref()));
+    e.insert("memory".into(), floor_or_zero(proc.memory.as_ref()));
     e.insert(
         "versioning".into(),
-        js::or_default(env.get("versioning"), Value::Null),
+        js::or_default(env.versioning, Value::Null),
     );
-    e.insert(
-        "node_env".into(),
-        js::or_default(env.get("NODE_ENV"), Value::Null),
-    );
+    e.insert("node_env".into(), js::or_default(env.node_env, Value::Null));
     e.insert(
         "axm_actions".into(),
-        js::or_default(env.get("axm_actions"), Value::Array(vec![])),
+        js::or_default(env.axm_actions, Value::Array(vec![])),
     );
     e.insert(
         "axm_monitor".into(),
-        js::or_default(env.get("axm_monitor"), Value::Object(Map::new())),
+        js::or_default(env.axm_monitor, Value::Object(Map::new())),
     );
     e.insert("axm_options".into(), Value::Object(Map::new()));
     e.insert(
         "axm_dynamic".into(),
-        js::or_default(env.get("dynamic"), Value::Object(Map::new())),
+        js::or_default(env.dynamic, Value::Object(Map::new())),
     );
     Some(Value::Object(e))
 }

@@ -8,6 +8,12 @@
 //! leaking. The socket reconnects on axon's schedule and publishes each new
 //! connection on a `watch` channel, so layers above (rpc) can redo their
 //! discovery after every reconnect.
+//!
+//! Deadlines cost no wakeups: the caller's own future times out at the
+//! request's deadline (one timer per request, cancelled when the reply
+//! comes), and the socket's task only forgets requests whose deadline has
+//! passed when it is awake anyway (a new request, a full table). An idle
+//! socket never wakes up.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -166,7 +172,32 @@ struct Actor {
     state: watch::Sender<ConnState>,
     queued: VecDeque<(Vec<Arg>, Instant, ReplyTx)>,
     pending: HashMap<String, Pending>,
+    /// Earliest deadline in `queued` / `pending` (or earlier: an answered
+    /// request is not looked for), so the tables are swept only when
+    /// something in them may have expired.
+    earliest_queued: Earliest,
+    earliest_pending: Earliest,
     counter: u64,
+}
+
+/// A lower bound on the deadlines of a table: `None` when the table is
+/// empty. Sweeping when it has passed keeps stale entries from lingering
+/// while traffic goes on, without a timer of its own.
+#[derive(Debug, Clone, Copy, Default)]
+struct Earliest(Option<Instant>);
+
+impl Earliest {
+    fn of(deadlines: impl Iterator<Item = Instant>) -> Earliest {
+        Earliest(deadlines.min())
+    }
+
+    fn note(&mut self, deadline: Instant) {
+        self.0 = Some(self.0.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    fn is_due(&self) -> bool {
+        self.0.is_some_and(|d| d <= Instant::now())
+    }
 }
 
 enum Phase {
@@ -188,6 +219,8 @@ impl Actor {
             state,
             queued: VecDeque::new(),
             pending: HashMap::new(),
+            earliest_queued: Earliest::default(),
+            earliest_pending: Earliest::default(),
             counter: 0,
         }
     }
@@ -205,7 +238,6 @@ impl Actor {
                     endpoint.connect().await
                 };
                 tokio::pin!(attempt);
-                let mut sweep = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tokio::select! {
                         res = &mut attempt => break res,
@@ -213,7 +245,6 @@ impl Actor {
                             Some(Command::Send { args, deadline, reply }) => self.enqueue(args, deadline, reply),
                             Some(Command::Close) | None => return self.shutdown(),
                         },
-                        _ = sweep.tick() => self.expire_queued(),
                     }
                 }
             };
@@ -237,6 +268,7 @@ impl Actor {
                 generation,
             });
             // Flush what waited for a connection (axon's queue plugin).
+            self.earliest_queued = Earliest::default();
             while let Some((args, deadline, reply)) = self.queued.pop_front() {
                 if deadline > Instant::now() {
                     self.transmit(&writer, args, deadline, reply);
@@ -250,6 +282,7 @@ impl Actor {
             for (_, p) in self.pending.drain() {
                 let _ = p.reply.send(Err(ReqError::Disconnected));
             }
+            self.earliest_pending = Earliest::default();
             if let Phase::Closed = phase {
                 return self.shutdown();
             }
@@ -262,7 +295,6 @@ impl Actor {
         writer: &Writer,
         reader: &mut AmpReader<R>,
     ) -> Phase {
-        let mut sweep = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 msg = reader.read_message() => match msg {
@@ -272,7 +304,12 @@ impl Actor {
                             continue;
                         };
                         match self.pending.remove(&id) {
-                            Some(p) => { let _ = p.reply.send(Ok(msg)); }
+                            Some(p) => {
+                                let _ = p.reply.send(Ok(msg));
+                                if self.pending.is_empty() {
+                                    self.earliest_pending = Earliest::default();
+                                }
+                            }
                             None => tracing::debug!(%id, "reply for an unknown or expired request"),
                         }
                     }
@@ -287,24 +324,24 @@ impl Actor {
                     Some(Command::Close) | None => return Phase::Closed,
                 },
                 _ = writer.closed() => return Phase::Disconnected,
-                _ = sweep.tick() => self.expire_pending(),
             }
         }
     }
 
     fn enqueue(&mut self, args: Vec<Arg>, deadline: Instant, reply: ReplyTx) {
-        if self.queued.len() >= self.opts.max_queued {
+        if self.queued.len() >= self.opts.max_queued || self.earliest_queued.is_due() {
             self.expire_queued();
         }
         if self.queued.len() >= self.opts.max_queued {
             let _ = reply.send(Err(ReqError::Busy(self.queued.len())));
             return;
         }
+        self.earliest_queued.note(deadline);
         self.queued.push_back((args, deadline, reply));
     }
 
     fn transmit(&mut self, writer: &Writer, mut args: Vec<Arg>, deadline: Instant, reply: ReplyTx) {
-        if self.pending.len() >= self.opts.max_pending {
+        if self.pending.len() >= self.opts.max_pending || self.earliest_pending.is_due() {
             self.expire_pending();
         }
         if self.pending.len() >= self.opts.max_pending {
@@ -323,18 +360,24 @@ impl Actor {
             let _ = reply.send(Err(ReqError::Disconnected));
             return;
         }
+        self.earliest_pending.note(deadline);
         self.pending.insert(id, Pending { reply, deadline });
     }
 
+    /// Forgets queued requests past their deadline (their callers already
+    /// got [`ReqError::Timeout`]) or given up by their caller.
     fn expire_queued(&mut self) {
         let now = Instant::now();
         self.queued.retain(|(_, d, r)| *d > now && !r.is_closed());
+        self.earliest_queued = Earliest::of(self.queued.iter().map(|(_, d, _)| *d));
     }
 
+    /// Same for requests sent and still unanswered.
     fn expire_pending(&mut self) {
         let now = Instant::now();
         self.pending
             .retain(|_, p| p.deadline > now && !p.reply.is_closed());
+        self.earliest_pending = Earliest::of(self.pending.values().map(|p| p.deadline));
     }
 
     fn shutdown(mut self) {
@@ -442,8 +485,8 @@ mod tests {
             req.request(vec![Arg::str("silence")]).await,
             Err(ReqError::Timeout)
         );
-        // The expired entry is swept, so the table does not fill up for good.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The expired entry is forgotten at the next request, so the table
+        // does not fill up for good.
         let r = tokio::join!(
             req.request(vec![Arg::str("silence")]),
             req.request(vec![Arg::str("silence")]),
@@ -495,6 +538,36 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    /// An offline request that timed out frees its queue slot for the next
+    /// one, which then goes out once connected.
+    #[tokio::test]
+    async fn expired_offline_requests_free_their_slot() {
+        let ep = tmp_sock("e");
+        let req = ReqSocket::connect(
+            ep.clone(),
+            ReqOptions {
+                max_queued: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            req.request_with_timeout(vec![Arg::str("a")], Duration::from_millis(50))
+                .await,
+            Err(ReqError::Timeout)
+        );
+        let next = {
+            let req = req.clone();
+            tokio::spawn(async move {
+                req.request_with_timeout(vec![Arg::str("b")], Duration::from_secs(10))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let server = echo_server(ep).await;
+        assert_eq!(next.await.unwrap(), Ok(vec![Arg::str("b")]));
+        server.abort();
     }
 
     #[tokio::test]

@@ -69,14 +69,24 @@ fn diff_objects(
     path: &mut String,
     ops: &mut Vec<Op>,
 ) {
+    // Fast path, the usual case from one status to the next: the same keys
+    // in the same order, none array-index-like (so `Object.keys` order is
+    // insertion order). The walk below would visit the same pairs in the
+    // same order, with two hash lookups and a key list per object.
+    if same_plain_keys(old, new) {
+        for ((key, old_val), (_, new_val)) in old.iter().zip(new.iter()).rev() {
+            diff_values(old_val, new_val, Key::Name(key), path, ops);
+        }
+        return;
+    }
     let mut deleted = false;
     for key in js_keys(old).into_iter().rev() {
         let old_val = &old[key];
         match new.get(key) {
-            Some(new_val) => diff_values(old_val, new_val, key, path, ops),
+            Some(new_val) => diff_values(old_val, new_val, Key::Name(key), path, ops),
             None => {
                 ops.push(Op::Remove {
-                    path: child(path, key),
+                    path: child(path, Key::Name(key)),
                 });
                 deleted = true;
             }
@@ -89,7 +99,7 @@ fn diff_objects(
     for key in js_keys(new) {
         if !old.contains_key(key) {
             ops.push(Op::Add {
-                path: child(path, key),
+                path: child(path, Key::Name(key)),
                 value: new[key].clone(),
             });
         }
@@ -99,12 +109,11 @@ fn diff_objects(
 fn diff_arrays(old: &[Value], new: &[Value], path: &mut String, ops: &mut Vec<Op>) {
     let mut deleted = false;
     for (i, old_val) in old.iter().enumerate().rev() {
-        let key = i.to_string();
         match new.get(i) {
-            Some(new_val) => diff_values(old_val, new_val, &key, path, ops),
+            Some(new_val) => diff_values(old_val, new_val, Key::Index(i), path, ops),
             None => {
                 ops.push(Op::Remove {
-                    path: child(path, &key),
+                    path: child(path, Key::Index(i)),
                 });
                 deleted = true;
             }
@@ -115,13 +124,31 @@ fn diff_arrays(old: &[Value], new: &[Value], path: &mut String, ops: &mut Vec<Op
     }
     for (i, value) in new.iter().enumerate().skip(old.len()) {
         ops.push(Op::Add {
-            path: child(path, &i.to_string()),
+            path: child(path, Key::Index(i)),
             value: value.clone(),
         });
     }
 }
 
-fn diff_values(old: &Value, new: &Value, key: &str, path: &mut String, ops: &mut Vec<Op>) {
+/// True when `old` and `new` have the same keys in the same order and none
+/// of them is array-index-like.
+fn same_plain_keys(old: &Map<String, Value>, new: &Map<String, Value>) -> bool {
+    old.len() == new.len()
+        && old
+            .keys()
+            .zip(new.keys())
+            .all(|(a, b)| a == b && array_index(a).is_none())
+}
+
+/// A path segment: an object key, or an array index (formatted only when
+/// a path is actually built).
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Name(&'a str),
+    Index(usize),
+}
+
+fn diff_values(old: &Value, new: &Value, key: Key<'_>, path: &mut String, ops: &mut Vec<Op>) {
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             let len = push_segment(path, key);
@@ -185,9 +212,17 @@ fn array_index(key: &str) -> Option<u32> {
     key.parse::<u32>().ok().filter(|&i| i != u32::MAX)
 }
 
-fn push_segment(path: &mut String, key: &str) -> usize {
+fn push_segment(path: &mut String, key: Key<'_>) -> usize {
     let len = path.len();
     path.push('/');
+    let key = match key {
+        Key::Name(k) => k,
+        Key::Index(i) => {
+            use std::fmt::Write;
+            let _ = write!(path, "{i}");
+            return len;
+        }
+    };
     for c in key.chars() {
         match c {
             '~' => path.push_str("~0"),
@@ -198,7 +233,7 @@ fn push_segment(path: &mut String, key: &str) -> usize {
     len
 }
 
-fn child(path: &str, key: &str) -> String {
+fn child(path: &str, key: Key<'_>) -> String {
     let mut p = path.to_owned();
     push_segment(&mut p, key);
     p
@@ -397,6 +432,35 @@ mod tests {
         assert_eq!(
             keys,
             ["2", "10", "4294967294", "b", "a", "01", "4294967295"]
+        );
+    }
+
+    /// The same-keys fast path and the general walk emit the same ops in
+    /// the same order: last key first, index-like keys in JS order.
+    #[test]
+    fn same_keys_reordered_or_index_like_follow_js_order() {
+        let same = compare(
+            &json!({"a": 1, "b": {"c": 1, "d": 1}, "e": 1}),
+            &json!({"a": 2, "b": {"c": 2, "d": 1}, "e": 2}),
+        );
+        assert_eq!(
+            ops_json(&same),
+            r#"[{"op":"replace","path":"/e","value":2},{"op":"replace","path":"/b/c","value":2},{"op":"replace","path":"/a","value":2}]"#
+        );
+        // Reordered keys: old's order decides, like Object.keys(old).
+        let reordered = compare(&json!({"a": 1, "b": 1}), &json!({"b": 2, "a": 2}));
+        assert_eq!(
+            ops_json(&reordered),
+            r#"[{"op":"replace","path":"/b","value":2},{"op":"replace","path":"/a","value":2}]"#
+        );
+        // Index-like keys come first in ascending order, so last here.
+        let indexed = compare(
+            &json!({"b": 1, "10": 1, "2": 1}),
+            &json!({"b": 2, "10": 2, "2": 2}),
+        );
+        assert_eq!(
+            ops_json(&indexed),
+            r#"[{"op":"replace","path":"/b","value":2},{"op":"replace","path":"/10","value":2},{"op":"replace","path":"/2","value":2}]"#
         );
     }
 
