@@ -205,16 +205,23 @@ pub fn check_strict(buf: &[u8], max: usize) -> Result<usize, FrameError> {
 /// Decodes the frame at the start of `buf`. Call [`check`] first: this
 /// assumes the whole frame is there and returns `Incomplete` otherwise.
 pub fn parse(buf: &[u8]) -> Result<Message, FrameError> {
-    parse_with(buf, false)
+    parse_with(buf, false, None)
 }
 
 /// Like [`parse`], but `j:` arguments are returned as [`Arg::JsonText`],
 /// unchecked: parsing (and rejecting bad text) is left to the consumer.
 pub fn parse_lazy(buf: &[u8]) -> Result<Message, FrameError> {
-    parse_with(buf, true)
+    parse_with(buf, true, None)
 }
 
-fn parse_with(buf: &[u8], lazy_json: bool) -> Result<Message, FrameError> {
+/// Like [`parse_lazy`] on a frame already split off the read buffer: the
+/// `j:` text and raw bodies are slices of `frame`, not copies (a PM2
+/// `getMonitorData` reply is tens to hundreds of KB every second).
+pub fn parse_lazy_shared(frame: &Bytes) -> Result<Message, FrameError> {
+    parse_with(frame, true, Some(frame))
+}
+
+fn parse_with(buf: &[u8], lazy_json: bool, owner: Option<&Bytes>) -> Result<Message, FrameError> {
     let total = check(buf, usize::MAX)?;
     let argc = (buf[0] & 0x0f) as usize;
     let mut args = Vec::with_capacity(argc);
@@ -224,7 +231,7 @@ fn parse_with(buf: &[u8], lazy_json: bool) -> Result<Message, FrameError> {
         pos += 4;
         let body = &buf[pos..pos + len];
         pos += len;
-        args.push(decode_arg(body, index, total, lazy_json)?);
+        args.push(decode_arg(body, index, total, lazy_json, owner)?);
     }
     Ok(args)
 }
@@ -234,14 +241,20 @@ fn decode_arg(
     index: usize,
     frame_len: usize,
     lazy_json: bool,
+    owner: Option<&Bytes>,
 ) -> Result<Arg, FrameError> {
+    // `body` lies inside `owner` when there is one: share, don't copy.
+    let keep = |part: &[u8]| match owner {
+        Some(o) => o.slice_ref(part),
+        None => Bytes::copy_from_slice(part),
+    };
     match body {
         [b'j', b':', rest @ ..] if lazy_json => {
             std::str::from_utf8(rest).map_err(|_| FrameError::InvalidUtf8 {
                 index,
                 len: frame_len,
             })?;
-            Ok(Arg::JsonText(Bytes::copy_from_slice(rest)))
+            Ok(Arg::JsonText(keep(rest)))
         }
         [b's', b':', rest @ ..] => std::str::from_utf8(rest)
             .map(|s| Arg::Str(s.to_owned()))
@@ -256,7 +269,7 @@ fn decode_arg(
                 len: frame_len,
                 source,
             }),
-        _ => Ok(Arg::Raw(Bytes::copy_from_slice(body))),
+        _ => Ok(Arg::Raw(keep(body))),
     }
 }
 
@@ -463,6 +476,26 @@ mod tests {
             parse_lazy(&bad),
             Err(FrameError::InvalidUtf8 { .. })
         ));
+    }
+
+    #[test]
+    fn shared_parse_slices_the_frame_and_matches_the_copying_one() {
+        let args = vec![
+            Arg::Json(serde_json::json!({"a": [1, 2, 3]})),
+            Arg::Raw(Bytes::from_static(b"\x00\x01raw")),
+            Arg::str("hello"),
+        ];
+        let frame = encode_to_bytes(&args).unwrap();
+        let shared = parse_lazy_shared(&frame).unwrap();
+        assert_eq!(shared, parse_lazy(&frame).unwrap());
+        let Arg::JsonText(text) = &shared[0] else {
+            panic!("j: stays text")
+        };
+        let inside = frame.as_ptr_range();
+        assert!(
+            inside.contains(&text.as_ptr()),
+            "the text is a slice of the frame"
+        );
     }
 
     #[test]

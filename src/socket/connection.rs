@@ -63,7 +63,7 @@ impl<R: AsyncRead + Unpin> AmpReader<R> {
                 Ok(len) => {
                     let frame = self.buf.split_to(len);
                     let parsed = if self.lazy_json {
-                        amp::parse_lazy(&frame)
+                        amp::parse_lazy_shared(&frame.freeze())
                     } else {
                         amp::parse(&frame)
                     };
