@@ -37,8 +37,16 @@ async function killAgent () {
   }
 }
 
+/** Which daemon the launcher starts in this run: 'native' (PM2_AGENT_NATIVE=true) or 'node'. */
+const MODE = process.env.PM2_AGENT_NATIVE === 'true' ? 'native' : 'node'
+
+/** The agent's process title (its /proc/<pid>/cmdline up to the first NUL) for `home`. */
+function agentTitle (home) {
+  return `PM2 Agent v${require('../../package.json').version} [${MODE}]: (${home})`
+}
+
 function agentLog () {
   try { return fs.readFileSync(constants().INTERACTOR_LOG_FILE_PATH, 'utf8') } catch (e) { return '' }
 }
 
-module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog }
+module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog, MODE, agentTitle }

@@ -92,8 +92,8 @@ pub fn run() -> i32 {
 
     match end {
         End::Exit(code) => code,
-        End::Rescue(reason) => {
-            tracing::error!(%reason, "-- FATAL EXCEPTION happened --");
+        End::Rescue(_) => {
+            // The daemon already logged the fatal error and its reason.
             let r = rescue::Rescue {
                 paths: &paths,
                 started,
