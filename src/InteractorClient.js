@@ -24,6 +24,8 @@
  *    daemon's `{error: true, msg}` give-up message is reported as a failure;
  *  - launchRPC reports a failed connection with an Error, and its callers
  *    never call a method that was not set up.
+ *  - the daemon's process title carries its host:
+ *    `PM2 Agent v<version> [node]: (<PM2_HOME>)` or `[native]`.
  *
  * Which daemon daemonize spawns: `node src/InteractorDaemon.js` by default;
  * the native binary (`keymetrics-agent-daemon.<platform>`, see

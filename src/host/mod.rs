@@ -92,11 +92,11 @@ pub fn run() -> i32 {
 
     match end {
         End::Exit(code) => code,
-        End::Rescue(_) => {
-            // The daemon already logged the fatal error and its reason.
+        End::Rescue(reason) => {
             let r = rescue::Rescue {
                 paths: &paths,
                 started,
+                reason: &reason,
             };
             match rescue::relaunch(&r) {
                 Ok(pid) => {

@@ -88,6 +88,9 @@ pub struct Rescue<'a> {
     pub paths: &'a Paths,
     /// When this daemon started.
     pub started: Instant,
+    /// The fatal error (already logged by the daemon; repeated on the
+    /// relaunch line).
+    pub reason: &'a str,
 }
 
 /// Relaunches the agent and waits for its first IPC message. `Ok(pid)` once
@@ -98,7 +101,7 @@ pub fn relaunch(r: &Rescue<'_>) -> Result<u32, RescueError> {
         .and_then(|v| v.trim().parse::<u32>().ok())
         .unwrap_or(0);
     let count = next_count(previous, r.started.elapsed())?;
-    let exe = std::env::current_exe().map_err(RescueError::NoExe)?;
+    let exe = relaunch_path(std::env::current_exe().map_err(RescueError::NoExe)?);
     let (mut ours, theirs) = UnixStream::pair().map_err(RescueError::Channel)?;
 
     let mut cmd = Command::new(&exe);
@@ -139,7 +142,7 @@ pub fn relaunch(r: &Rescue<'_>) -> Result<u32, RescueError> {
             Ok(())
         });
     }
-    tracing::info!(rescue = count, exe = %exe.display(), "Re-initiating Agent");
+    tracing::info!(rescue = count, exe = %exe.display(), reason = r.reason, "Re-initiating Agent");
     let child = cmd.spawn().map_err(|source| RescueError::Spawn {
         exe: exe.clone(),
         source,
@@ -171,6 +174,19 @@ pub fn relaunch(r: &Rescue<'_>) -> Result<u32, RescueError> {
         return Err(RescueError::Refused { pid, msg: what });
     }
     Ok(pid)
+}
+
+/// The binary to start: this one, or, when it was replaced on disk since we
+/// started (an upgrade renames a new file over it, and Linux then names our
+/// image `<path> (deleted)`), the new file at the same path.
+fn relaunch_path(exe: PathBuf) -> PathBuf {
+    if exe.exists() {
+        return exe;
+    }
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(original) => PathBuf::from(original),
+        None => exe,
+    }
 }
 
 /// Reads the first newline-terminated JSON message within `timeout`.
@@ -242,6 +258,16 @@ mod tests {
         assert!(matches!(next_count(5, quick), Err(RescueError::GaveUp)));
         // A long run starts over.
         assert_eq!(next_count(5, RESCUE_WINDOW).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_replaced_binary_is_relaunched_from_its_path() {
+        let here = std::env::current_exe().unwrap();
+        assert_eq!(relaunch_path(here.clone()), here);
+        assert_eq!(
+            relaunch_path(PathBuf::from("/opt/pkg/daemon (deleted)")),
+            PathBuf::from("/opt/pkg/daemon")
+        );
     }
 
     #[test]
