@@ -105,3 +105,19 @@ for (const fault of ['panic:status', 'panic:daemon']) {
     await kill()
   })
 }
+
+test('a sixth fatal error in a row within 5 minutes gives up instead of relaunching', async () => {
+  process.env.PM2_AGENT_FAULT_INJECTION = 'panic:daemon'
+  process.env.PM2_AGENT_RESCUES = '5'
+  let first
+  try { first = await launch() } finally {
+    delete process.env.PM2_AGENT_FAULT_INJECTION
+    delete process.env.PM2_AGENT_RESCUES
+  }
+  await waitUntil(() => !alive(first.pid), 20000, 100, 'the failing agent to leave')
+  const log = fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8')
+  assert.match(log, /Failed to rescue agent : it crashed 5 times in a row, giving up/)
+  assert.equal(readPid(constants.INTERACTOR_PID_PATH), first.pid, 'no new agent was started')
+  const ping = await new Promise((resolve) => InteractorClient.ping(constants, (err, ok) => resolve(!err && ok)))
+  assert.equal(ping, false)
+})
