@@ -648,18 +648,20 @@ module.exports = class InteractorDaemonizer {
     }
 
     // PM2_AGENT_NATIVE=true: the daemon binary (no Node in the agent), told
-    // by environment what Node would have known (see src/host/facts.rs);
-    // the caller's environment wins, as for the keys above.
+    // by environment what Node would have known (see src/host/facts.rs).
+    // These are facts about this launcher, so they override whatever the
+    // environment inherited (e.g. from an earlier native agent's children).
     let command = binary
     let args = [script]
     let argv0
+    const facts = {}
     if (native) {
       command = native
       args = []
       argv0 = `PM2 Agent v${pkg.version} [native]: (${paths.PM2_HOME})`
-      defaults.PM2_AGENT_NODE_VERSION = process.version
-      defaults.PM2_AGENT_NODE_PATH = binary
-      defaults.PM2_AGENT_CONFIG_FILE = path.join(nativeDaemon.ROOT, 'config.json')
+      facts.PM2_AGENT_NODE_VERSION = process.version
+      facts.PM2_AGENT_NODE_PATH = binary
+      facts.PM2_AGENT_CONFIG_FILE = path.join(nativeDaemon.ROOT, 'config.json')
     }
 
     let child
@@ -669,7 +671,7 @@ module.exports = class InteractorDaemonizer {
         detached: true,
         windowsHide: true,
         cwd: process.cwd(),
-        env: Object.assign(defaults, process.env),
+        env: Object.assign(defaults, process.env, facts),
         stdio: ['ignore', out, err, 'ipc']
       })
     } catch (e) {
