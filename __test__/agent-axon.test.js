@@ -15,7 +15,7 @@ const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { AxonBackend, cipher, decipherText } = require('./helpers/axon-backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
-const { sleep, launchAgent, getInfos, killAgent, agentLog } = require('./helpers/agent')
+const { sleep, launchAgent, getInfos, killAgent, agentLog, MODE } = require('./helpers/agent')
 
 const home = tmpHome('ka-axon-')
 process.env.PM2_HOME = home
@@ -237,7 +237,8 @@ test('a malformed config.json: the daemon exits 1 naming the file and the key', 
   const pkg = fs.mkdtempSync(path.join(os.tmpdir(), 'ka-axcfg-'))
   tmpDirs.push(pkg)
   fs.cpSync(path.join(ROOT, 'src'), path.join(pkg, 'src'), { recursive: true })
-  for (const f of ['index.js', 'package.json', 'constants.js', 'interactor.linux-x64-gnu.node']) {
+  const DAEMON_BIN = 'keymetrics-agent-daemon.linux-x64-gnu'
+  for (const f of ['index.js', 'package.json', 'constants.js', 'interactor.linux-x64-gnu.node'].concat(MODE === 'native' ? [DAEMON_BIN] : [])) {
     fs.copyFileSync(path.join(ROOT, f), path.join(pkg, f))
   }
   fs.writeFileSync(path.join(pkg, 'config.json'), JSON.stringify({ axon: { enabled: 'yes', endpoints: { push: 'push', pull: 'reverse' } } }))
@@ -251,7 +252,11 @@ test('a malformed config.json: the daemon exits 1 naming the file and the key', 
     KEYMETRICS_NODE: backend.url
   })
   delete env.PM2_AGENT_ONLINE
-  const child = spawn(process.execPath, [path.join(pkg, 'src', 'InteractorDaemon.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // Native: no PM2_AGENT_CONFIG_FILE, so the binary reads the config.json beside it.
+  delete env.PM2_AGENT_CONFIG_FILE
+  const child = MODE === 'native'
+    ? spawn(path.join(pkg, DAEMON_BIN), [], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, [path.join(pkg, 'src', 'InteractorDaemon.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d) => { stderr += d })
   const verifies = backend.verifyRequests.length

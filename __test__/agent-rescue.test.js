@@ -1,7 +1,8 @@
 'use strict'
 // The WatchDog (PM2 killed under the agent comes back with its apps) and
-// self-rescue (a fatal error in the daemon relaunches the agent through the
-// daemonize path; the panic never reaches Node).
+// self-rescue (a fatal error in the daemon relaunches the agent the way
+// daemonize does; the panic never reaches Node). Runs in both modes: on Node
+// the host calls daemonize, the native daemon relaunches itself.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
@@ -9,6 +10,7 @@ const fs = require('fs')
 const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { PM2_BIN, tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
+const { MODE, hasAgentTitle } = require('./helpers/agent')
 
 const home = tmpHome('ka-rescue-')
 process.env.PM2_HOME = home
@@ -88,6 +90,11 @@ for (const fault of ['panic:status', 'panic:daemon']) {
     await waitUntil(() => !alive(first.pid), 20000, 100, 'the failing agent to leave')
     await waitUntil(() => { const p = readPid(constants.INTERACTOR_PID_PATH); return p && p !== first.pid && alive(p) }, 20000, 100, 'a new agent')
     await waitUntil(() => backend.verifyRequests.length >= verifies + 2, 20000, 100, 'the new agent to verify')
+    const rescued = readPid(constants.INTERACTOR_PID_PATH)
+    assert.ok(hasAgentTitle(rescued, home), `a ${MODE} agent again: ${fs.readFileSync(`/proc/${rescued}/cmdline`, 'utf8')}`)
+    const environ = fs.readFileSync(`/proc/${rescued}/environ`, 'utf8').split('\0')
+    assert.ok(environ.includes('PM2_AGENT_RESCUES=1'), 'the rescue is counted')
+    assert.ok(!environ.some((e) => e.startsWith('PM2_AGENT_FAULT_INJECTION=')), 'the injected fault fires once')
     const ping = await new Promise((resolve) => InteractorClient.ping(constants, (err, ok) => resolve(ok)))
     assert.equal(ping, true, 'the new agent serves interactor.sock')
     const log = fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8')
@@ -98,3 +105,19 @@ for (const fault of ['panic:status', 'panic:daemon']) {
     await kill()
   })
 }
+
+test('a sixth fatal error in a row within 5 minutes gives up instead of relaunching', async () => {
+  process.env.PM2_AGENT_FAULT_INJECTION = 'panic:daemon'
+  process.env.PM2_AGENT_RESCUES = '5'
+  let first
+  try { first = await launch() } finally {
+    delete process.env.PM2_AGENT_FAULT_INJECTION
+    delete process.env.PM2_AGENT_RESCUES
+  }
+  await waitUntil(() => !alive(first.pid), 20000, 100, 'the failing agent to leave')
+  const log = fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8')
+  assert.match(log, /Failed to rescue agent : it crashed 5 times in a row, giving up/)
+  assert.equal(readPid(constants.INTERACTOR_PID_PATH), first.pid, 'no new agent was started')
+  const ping = await new Promise((resolve) => InteractorClient.ping(constants, (err, ok) => resolve(!err && ok)))
+  assert.equal(ping, false)
+})

@@ -11,6 +11,7 @@ const os = require('os')
 const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { tmpHome, waitUntil } = require('./helpers/pm2')
+const { MODE, hasAgentTitle } = require('./helpers/agent')
 
 const root = path.join(__dirname, '..')
 const PM2_6 = '6.0.14'
@@ -79,12 +80,15 @@ test('pm2@6 with @pm2/agent overridden to this package links through our agent',
     'pm2 link turns on JSON patch mode')
 
   const pid = parseInt(fs.readFileSync(path.join(home, 'agent.pid'), 'utf8'))
-  // The daemon sets its title like the JS agent, with our version; and it
-  // has our native addon mapped.
-  const title = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-  assert.match(title, new RegExp(`^PM2 Agent v${ourVersion.replace(/\./g, '\\.')}: `))
-  const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8')
-  assert.ok(maps.includes(path.join(fs.realpathSync(root), 'interactor.linux-x64-gnu.node')), 'our addon is loaded by the running agent')
+  // The daemon sets its title like the JS agent, with our version and the
+  // mode; on Node it has our addon mapped, native it is our binary.
+  assert.ok(hasAgentTitle(pid, home), fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'))
+  if (MODE === 'native') {
+    assert.equal(fs.realpathSync(`/proc/${pid}/exe`), path.join(fs.realpathSync(root), 'keymetrics-agent-daemon.linux-x64-gnu'), 'our native daemon runs')
+  } else {
+    const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8')
+    assert.ok(maps.includes(path.join(fs.realpathSync(root), 'interactor.linux-x64-gnu.node')), 'our addon is loaded by the running agent')
+  }
   const conf = fs.statSync(path.join(home, 'agent.json5'))
   assert.equal(conf.mode & 0o777, 0o600)
 })

@@ -24,10 +24,18 @@
  *    daemon's `{error: true, msg}` give-up message is reported as a failure;
  *  - launchRPC reports a failed connection with an Error, and its callers
  *    never call a method that was not set up.
+ *  - the daemon's process title carries its host:
+ *    `PM2 Agent v<version> [node]: (<PM2_HOME>)` or `[native]`.
+ *
+ * Which daemon daemonize spawns: `node src/InteractorDaemon.js` by default;
+ * the native binary (`keymetrics-agent-daemon.<platform>`, see
+ * ./nativeDaemon.js) when PM2_AGENT_NATIVE=true is in this process's
+ * environment. A requested but missing binary fails daemonize's callback
+ * with an Error naming the paths tried (no silent fallback to Node).
  *
  * Internal (tests only, not part of the API): `InteractorClient._daemonScript`
  * replaces the script daemonize spawns (default: ./InteractorDaemon.js next
- * to this file).
+ * to this file); it always runs on Node.
  */
 
 'use strict'
@@ -39,6 +47,8 @@ const util = require('util')
 const crypto = require('crypto')
 const childProcess = require('child_process')
 const constants = require('../constants')
+const nativeDaemon = require('./nativeDaemon')
+const pkg = require('../package.json')
 
 const log = util.debuglog('interactor')
 
@@ -133,7 +143,9 @@ function socketAddress (addr) {
 
 /**
  * On Linux, whether the process `pid` looks like an agent (its command line
- * mentions InteractorDaemon, or it carries the agent's process title).
+ * mentions InteractorDaemon, or it carries the agent's process title:
+ * `PM2 Agent v<version> [node]: (<home>)` on Node, `[native]` for the
+ * native daemon, `PM2 Agent v<version>: (<home>)` for older agents).
  * Elsewhere there is no cheap way to tell: true, as the JS agent assumed.
  */
 function looksLikeAgent (pid) {
@@ -583,6 +595,17 @@ module.exports = class InteractorDaemonizer {
     cb = once(cb)
     const paths = pathsOf(cst)
     const script = this._daemonScript || path.join(__dirname, 'InteractorDaemon.js')
+    // The native daemon when asked for (a test's _daemonScript wins). A
+    // missing binary is an error, never a silent fallback to Node.
+    let native = null
+    if (!this._daemonScript && nativeDaemon.nativeRequested(process.env)) {
+      const found = nativeDaemon.resolveDaemonBinary()
+      if (!found.path) {
+        return cb(new Error(`PM2_AGENT_NATIVE=true but the native agent daemon is missing (looked for ${found.tried.join(', ')}); ` +
+          'build it with `npm run build` (or `node scripts/build-daemon.js`), or unset PM2_AGENT_NATIVE to run the agent on Node'))
+      }
+      native = found.path
+    }
     const PM2Path = require.main && require.main.filename
 
     // Test runs (Travis, NODE_ENV=*test*) keep the agent's output on this
@@ -624,13 +647,31 @@ module.exports = class InteractorDaemonizer {
       if (defaults[k] === undefined || defaults[k] === null) delete defaults[k]
     }
 
+    // PM2_AGENT_NATIVE=true: the daemon binary (no Node in the agent), told
+    // by environment what Node would have known (see src/host/facts.rs).
+    // These are facts about this launcher, so they override whatever the
+    // environment inherited (e.g. from an earlier native agent's children).
+    let command = binary
+    let args = [script]
+    let argv0
+    const facts = {}
+    if (native) {
+      command = native
+      args = []
+      argv0 = `PM2 Agent v${pkg.version} [native]: (${paths.PM2_HOME})`
+      facts.PM2_AGENT_NODE_VERSION = process.version
+      facts.PM2_AGENT_NODE_PATH = binary
+      facts.PM2_AGENT_CONFIG_FILE = path.join(nativeDaemon.ROOT, 'config.json')
+    }
+
     let child
     try {
-      child = childProcess.spawn(binary, [script], {
+      child = childProcess.spawn(command, args, {
+        argv0,
         detached: true,
         windowsHide: true,
         cwd: process.cwd(),
-        env: Object.assign(defaults, process.env),
+        env: Object.assign(defaults, process.env, facts),
         stdio: ['ignore', out, err, 'ipc']
       })
     } catch (e) {

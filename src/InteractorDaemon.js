@@ -119,7 +119,8 @@ class InteractorDaemon {
 module.exports = InteractorDaemon
 
 if (require.main === module) {
-  process.title = `PM2 Agent v${pkg.version}: (${pm2Home()})`
+  // `[node]` tells this host from the native daemon (`[native]`) in `ps`.
+  process.title = `PM2 Agent v${pkg.version} [node]: (${pm2Home()})`
   let daemon
   try {
     daemon = new InteractorDaemon()

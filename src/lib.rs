@@ -9,12 +9,16 @@
 //! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
 //! - [`push`]: status, bus events, logs, exception context, profiles → packets;
 //! - [`reverse`]: PM2.io triggers (`trigger:*`) → PM2 RPC calls → reply packets;
-//! - `binding` (feature `node`): the napi exports, nothing else.
+//! - `binding` (feature `node`): the napi exports, nothing else;
+//! - [`host`] (Unix): the daemon as its own process, without Node (the
+//!   `keymetrics-agent-daemon` binary).
 
 pub mod common;
 pub mod config;
 pub mod daemon;
 mod entropy;
+#[cfg(unix)]
+pub mod host;
 pub mod logging;
 pub mod net;
 pub mod pm2;

@@ -37,8 +37,23 @@ async function killAgent () {
   }
 }
 
+/** Which daemon the launcher starts in this run: 'native' (PM2_AGENT_NATIVE=true) or 'node'. */
+const MODE = process.env.PM2_AGENT_NATIVE === 'true' ? 'native' : 'node'
+
+/**
+ * Whether the process `pid` carries the agent's title for this mode,
+ * `PM2 Agent v<version> [<mode>]: (<home>)` (its /proc/<pid>/cmdline). On
+ * Node, libuv may cut the title to the space of the original argv, so only
+ * the part up to the mode is required there.
+ */
+function hasAgentTitle (pid, home) {
+  const title = require('fs').readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]
+  const full = `PM2 Agent v${require('../../package.json').version} [${MODE}]: (${home})`
+  return MODE === 'native' ? title === full : title.startsWith(full.slice(0, full.indexOf(':') + 1))
+}
+
 function agentLog () {
   try { return fs.readFileSync(constants().INTERACTOR_LOG_FILE_PATH, 'utf8') } catch (e) { return '' }
 }
 
-module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog }
+module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog, MODE, hasAgentTitle }

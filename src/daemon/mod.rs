@@ -8,8 +8,10 @@
 //! 5. on `kill` (or a host request), stop everything, remove our files and
 //!    exit 0; on a fatal verification outcome, exit 1.
 //!
-//! The host (Node, through the napi binding) receives [`HostEvent`]s: the
-//! IPC message to forward with `process.send`, and the exit code.
+//! The host receives [`HostEvent`]s: the IPC message to forward to the
+//! parent, and the exit code or a rescue request. Two hosts exist: Node,
+//! through the napi binding (`src/InteractorDaemon.js`), and the native
+//! binary ([`crate::host`]).
 
 pub mod rpc_server;
 pub mod verify;

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+'use strict'
+// Builds the native agent daemon (src/bin/keymetrics-agent-daemon.rs) and
+// copies it to the package root as `keymetrics-agent-daemon.<platform>`,
+// next to `interactor.<platform>.node`, where src/nativeDaemon.js finds it.
+//
+//   node scripts/build-daemon.js [--profile release|dev|dist] [--target <triple>]
+//
+// It is built WITHOUT the `node` feature (no napi in the binary), for the
+// host triple by default, passed explicitly as `--target` so it shares the
+// target directory (and the dependencies already built) with `napi build`
+// and `cargo test --target`. CARGO_TARGET_DIR is honoured.
+
+const { execFileSync } = require('child_process')
+const fs = require('fs')
+const path = require('path')
+const { DAEMON_NAME, ROOT } = require('../src/nativeDaemon')
+
+function option (name, fallback) {
+  const at = process.argv.indexOf(name)
+  return at !== -1 && process.argv[at + 1] ? process.argv[at + 1] : fallback
+}
+
+function hostTriple () {
+  const out = execFileSync('rustc', ['-vV'], { encoding: 'utf8' })
+  const line = out.split('\n').find((l) => l.startsWith('host:'))
+  if (!line) throw new Error('cannot read the host triple from `rustc -vV`')
+  return line.slice('host:'.length).trim()
+}
+
+/** napi's platform suffix of a Rust target triple (x86_64-unknown-linux-gnu → linux-x64-gnu). */
+function suffixOf (triple) {
+  const [cpu, , sys, abi] = triple.split('-')
+  const arch = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm' }[cpu] || cpu
+  if (triple.includes('apple-darwin')) return `darwin-${arch}`
+  if (triple.includes('windows')) return `win32-${arch}-${abi || 'msvc'}`
+  if (sys === 'linux') return `linux-${arch}-${abi && abi.startsWith('musl') ? 'musl' : 'gnu'}`
+  return `${sys}-${arch}`
+}
+
+const profile = option('--profile', 'release')
+const triple = option('--target', hostTriple())
+const profileDir = profile === 'dev' ? 'debug' : profile
+const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target')
+const exe = triple.includes('windows') ? '.exe' : ''
+
+execFileSync('cargo', ['build', '--bin', DAEMON_NAME, '--profile', profile, '--target', triple], { cwd: ROOT, stdio: 'inherit' })
+
+const built = path.join(targetDir, triple, profileDir, DAEMON_NAME + exe)
+const dest = path.join(ROOT, `${DAEMON_NAME}.${suffixOf(triple)}${exe}`)
+// Copy beside, then rename: a running daemon keeps its (old) file.
+const tmp = `${dest}.tmp-${process.pid}`
+fs.copyFileSync(built, tmp)
+fs.chmodSync(tmp, 0o755)
+fs.renameSync(tmp, dest)
+console.log(`native daemon: ${path.relative(process.cwd(), dest) || dest}`)
