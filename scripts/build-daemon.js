@@ -40,11 +40,13 @@ function suffixOf (triple) {
 
 const profile = option('--profile', 'release')
 const triple = option('--target', hostTriple())
-const profileDir = profile === 'dev' ? 'debug' : profile
+// The shipped binary is built for size (Cargo.toml, profile dist-native).
+const cargoProfile = profile === 'dist' ? 'dist-native' : profile
+const profileDir = cargoProfile === 'dev' ? 'debug' : cargoProfile
 const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target')
 const exe = triple.includes('windows') ? '.exe' : ''
 
-execFileSync('cargo', ['build', '--bin', DAEMON_NAME, '--profile', profile, '--target', triple], { cwd: ROOT, stdio: 'inherit' })
+execFileSync('cargo', ['build', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', triple], { cwd: ROOT, stdio: 'inherit' })
 
 const built = path.join(targetDir, triple, profileDir, DAEMON_NAME + exe)
 const dest = path.join(ROOT, `${DAEMON_NAME}.${suffixOf(triple)}${exe}`)

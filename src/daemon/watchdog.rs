@@ -8,10 +8,14 @@
 //! an empty process list never overwrites a saved dump, and a resurrect that
 //! hangs is killed after a deadline.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -177,37 +181,133 @@ pub fn pm2_command(cfg: &DaemonConfig) -> Option<(PathBuf, Vec<PathBuf>)> {
 /// Writes PM2's process list to `dump.pm2` the way `pm2 save` does (the
 /// `pm2_env` of each process but modules, without `instances`/`pm_id`).
 pub async fn dump(cfg: &DaemonConfig, pm2: &Pm2Client) -> Result<usize, String> {
-    let procs = pm2.get_monitor_data().await.map_err(|e| e.to_string())?;
-    let envs = dump_entries(&procs);
-    if envs.is_empty() {
+    let reply = pm2
+        .rpc()
+        .call_text("getMonitorData", vec![Value::Object(Default::default())])
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((text, n)) = dump_text(&reply)? else {
         // An empty list (PM2 just restarted, nothing resurrected yet) must
         // not replace the dump that would bring the apps back.
         return Ok(0);
-    }
-    let n = envs.len();
-    let text = serde_json::to_string_pretty(&Value::Array(envs)).map_err(|e| e.to_string())?;
+    };
     write_atomically(&cfg.paths.dump_file, text.as_bytes()).map_err(|e| e.to_string())?;
     tracing::debug!(processes = n, "process list dumped");
     Ok(n)
 }
 
-pub fn dump_entries(procs: &[Value]) -> Vec<Value> {
-    procs
-        .iter()
-        .filter_map(|p| p.get("pm2_env"))
-        .filter(|env| {
-            !env.get("pmx_module")
-                .is_some_and(crate::protocol::rpc::truthy)
-        })
-        .map(|env| {
-            let mut env = env.clone();
-            if let Some(o) = env.as_object_mut() {
-                o.remove("instances");
-                o.remove("pm_id");
+/// The `getMonitorData` reply as `dump.pm2` (what `pm2 save` writes: every
+/// process's `pm2_env` but modules', without `instances` and `pm_id`), and
+/// how many processes it holds; `None` for an empty list.
+///
+/// Each `pm2_env` is copied field by field as raw JSON text, never parsed
+/// into a tree: at 50 apps the reply is hundreds of KB, and a parsed copy
+/// of it would set the daemon's memory high-water mark every five minutes.
+pub fn dump_text(reply: &[u8]) -> Result<Option<(String, usize)>, String> {
+    #[derive(Deserialize)]
+    struct Reply<'a> {
+        #[serde(borrow, default)]
+        args: Option<(Option<Vec<Proc<'a>>>,)>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Proc<'a> {
+        #[serde(borrow, default)]
+        pm2_env: Option<RawFields<'a>>,
+    }
+    let reply: Reply = serde_json::from_slice(reply).map_err(|e| format!("getMonitorData: {e}"))?;
+    if let Some(e) = reply.error {
+        return Err(e
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| e.to_string()));
+    }
+    let procs = reply
+        .args
+        .and_then(|(p,)| p)
+        .ok_or("getMonitorData did not return a list")?;
+    let mut out = String::from("[");
+    let mut n = 0;
+    for fields in procs.into_iter().filter_map(|p| p.pm2_env?.0) {
+        let module = fields.iter().any(|(k, v)| {
+            k == "pmx_module"
+                && serde_json::from_str::<Value>(v.get())
+                    .is_ok_and(|v| crate::protocol::rpc::truthy(&v))
+        });
+        if module {
+            continue;
+        }
+        out.push_str(if n == 0 { "\n  {" } else { ",\n  {" });
+        let mut first = true;
+        for (k, v) in fields
+            .iter()
+            .filter(|(k, _)| k != "instances" && k != "pm_id")
+        {
+            if !first {
+                out.push(',');
             }
-            env
-        })
-        .collect()
+            first = false;
+            out.push_str("\n    ");
+            out.push_str(&serde_json::to_string(k.as_ref()).map_err(|e| e.to_string())?);
+            out.push_str(": ");
+            out.push_str(v.get());
+        }
+        out.push_str("\n  }");
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    out.push_str("\n]");
+    Ok(Some((out, n)))
+}
+
+/// A JSON object's fields in order, values kept as raw text (a key with
+/// escapes is unescaped into an owned string; others are borrowed); `None`
+/// when the value is not an object (such a `pm2_env` is not dumped).
+struct RawFields<'a>(Option<Vec<(Cow<'a, str>, &'a RawValue)>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = RawFields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    fields.push((k, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawFields(Some(fields)))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<Self::Value, S::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawFields(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(RawFields(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RawFields(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RawFields(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RawFields(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RawFields(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(RawFields(None))
+            }
+        }
+        d.deserialize_any(Fields(std::marker::PhantomData))
+    }
 }
 
 /// `file.tmp` then rename; the previous file is kept as `file.bak`.
@@ -246,16 +346,37 @@ mod tests {
     }
 
     #[test]
-    fn dump_entries_like_pm2_save() {
-        let procs = vec![
-            json!({"pm_id": 0, "pm2_env": {"name": "a", "pm_id": 0, "instances": 1, "env": {"X": "1"}}}),
-            json!({"pm_id": 1, "pm2_env": {"name": "mod", "pmx_module": true}}),
-            json!({"pm_id": 2}),
-        ];
+    fn dump_like_pm2_save() {
+        let reply = json!({"args": [[
+            {"pm_id": 0, "pm2_env": {"name": "a", "pm_id": 0, "instances": 1, "env": {"X": "1"}, "k\\\"q": [1, {"y": null}]}},
+            {"pm_id": 1, "pm2_env": {"name": "mod", "pmx_module": true}},
+            {"pm_id": 2},
+            {"pm_id": 3, "pm2_env": "odd"},
+            {"pm_id": 4, "pm2_env": {"name": "b", "pmx_module": false}}
+        ]]});
+        let (text, n) = dump_text(reply.to_string().as_bytes()).unwrap().unwrap();
+        assert_eq!(n, 2);
+        let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
-            dump_entries(&procs),
-            vec![json!({"name": "a", "env": {"X": "1"}})]
+            parsed,
+            json!([
+                {"name": "a", "env": {"X": "1"}, "k\\\"q": [1, {"y": null}]},
+                {"name": "b", "pmx_module": false}
+            ])
         );
+        let keys: Vec<String> = parsed[0].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["name", "env", "k\\\"q"], "field order kept");
+    }
+
+    #[test]
+    fn dump_of_nothing_or_an_error() {
+        assert_eq!(dump_text(br#"{"args":[[]]}"#).unwrap(), None);
+        assert_eq!(
+            dump_text(br#"{"args":[[{"pm2_env":{"name":"m","pmx_module":"yes"}}]]}"#).unwrap(),
+            None
+        );
+        assert_eq!(dump_text(br#"{"error":"boom"}"#).unwrap_err(), "boom");
+        assert!(dump_text(b"{garbage").is_err());
     }
 
     #[test]
