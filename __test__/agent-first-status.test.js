@@ -7,31 +7,27 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { Backend } = require('./helpers/backend')
-const { tmpHome, pm2, writeApp, killPm2 } = require('./helpers/pm2')
+const { tmpHome } = require('./helpers/pm2')
 
 const home = tmpHome('ka-first-')
 process.env.PM2_HOME = home
 process.env.PM2_SILENT = 'true'
 process.env.PM2_STATUS_INTERVAL = String(10 * 60 * 1000)
-const { launchAgent, killAgent } = require('./helpers/agent')
+const { launchAgent, idleStage } = require('./helpers/agent')
 
 const KEYS = { secret_key: 'secret-first', public_key: 'pub-first', machine_name: 'first-machine' }
 let backend
+let stage
 
 const hasApp = (m) => m.channel === 'status' && Array.isArray(m.payload.data.process) &&
   m.payload.data.process.some((p) => p.name === 'idle')
 
 test.before(async () => {
-  backend = await new Backend().start()
-  await pm2(home, ['start', writeApp(home, 'idle.js', 'setInterval(() => {}, 1000)\n'), '--name', 'idle'])
+  stage = await idleStage(home)
+  backend = stage.backend
 })
 
-test.after(async () => {
-  await killAgent()
-  await killPm2(home)
-  await backend.stop()
-})
+test.after(() => stage.teardown())
 
 test('a status listing the app arrives right after the launch, not an interval later', async () => {
   await launchAgent(backend, KEYS)

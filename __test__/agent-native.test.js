@@ -11,9 +11,8 @@ const assert = require('node:assert/strict')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
-const { Backend } = require('./helpers/backend')
-const { tmpHome, pm2, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
-const { launchAgent, killAgent } = require('./helpers/agent')
+const { tmpHome, waitUntil } = require('./helpers/pm2')
+const { launchAgent, killAgent, idleStage } = require('./helpers/agent')
 
 const home = tmpHome('ka-native-')
 process.env.PM2_HOME = home
@@ -26,19 +25,18 @@ const ourVersion = require('../package.json').version
 
 const KEYS = { secret_key: 'native-secret', public_key: 'native-pub', machine_name: 'native-machine' }
 let backend
+let stage
 
 const alive = (pid) => { try { process.kill(pid, 0); return true } catch (e) { return false } }
 const readPid = () => { try { return parseInt(fs.readFileSync(constants.INTERACTOR_PID_PATH, 'utf8')) } catch (e) { return NaN } }
 
 test.before(async () => {
-  backend = await new Backend().start()
-  await pm2(home, ['start', writeApp(home, 'idle.js', 'setInterval(() => {}, 1000)\n'), '--name', 'idle'])
+  stage = await idleStage(home)
+  backend = stage.backend
 })
 
 test.after(async () => {
-  await killAgent()
-  await killPm2(home)
-  await backend.stop()
+  await stage.teardown()
   fs.rmSync(home, { recursive: true, force: true })
 })
 

@@ -52,8 +52,26 @@ function hasAgentTitle (pid, home) {
   return MODE === 'native' ? title === full : title.startsWith(full.slice(0, full.indexOf(':') + 1))
 }
 
+/**
+ * The usual stage of an agent test on `home`: a local backend, and PM2 with
+ * one idle app named `idle`. `teardown()` stops the agent, PM2 and the
+ * backend.
+ */
+async function idleStage (home) {
+  const { Backend } = require('./backend')
+  const { pm2, writeApp, killPm2 } = require('./pm2')
+  const backend = await new Backend().start()
+  await pm2(home, ['start', writeApp(home, 'idle.js', 'setInterval(() => {}, 1000)\n'), '--name', 'idle'])
+  const teardown = async () => {
+    await killAgent()
+    await killPm2(home)
+    await backend.stop()
+  }
+  return { backend, teardown }
+}
+
 function agentLog () {
   try { return fs.readFileSync(constants().INTERACTOR_LOG_FILE_PATH, 'utf8') } catch (e) { return '' }
 }
 
-module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog, MODE, hasAgentTitle }
+module.exports = { sleep, launchAgent, getInfos, killAgent, agentLog, idleStage, MODE, hasAgentTitle }
