@@ -34,11 +34,16 @@ struct Frame<'a, P: Serialize> {
 }
 
 pub(super) fn frame<P: Serialize>(payload: &P, channel: &str) -> Option<String> {
+    /// One summary line per interval, never one per packet.
+    static UNSERIALISABLE: std::sync::LazyLock<crate::logging::Throttle> =
+        std::sync::LazyLock::new(Default::default);
     match serde_json::to_string(&Frame { payload, channel }) {
         Ok(s) => Some(s),
         Err(e) => {
             // Only reachable with non-string map keys, which Value cannot hold.
-            warn!(channel, error = %e, "WebSocket transport: cannot serialise packet, dropped");
+            if let Some(n) = UNSERIALISABLE.hit("unserialisable", 1) {
+                warn!(channel, error = %e, "WebSocket transport: {n} packets that cannot be serialised dropped since the last report");
+            }
             None
         }
     }
