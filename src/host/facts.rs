@@ -118,19 +118,12 @@ pub fn parse_cpuinfo_field(cpuinfo: &str, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// `MemTotal` of `/proc/meminfo`, in bytes.
-pub fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// `os.totalmem()`: `/proc/meminfo`, else `sysconf` pages × page size.
 pub fn total_mem() -> u64 {
     if let Some(t) = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .as_deref()
-        .and_then(parse_meminfo_total)
+        .and_then(crate::push::host::parse_mem_total)
     {
         return t;
     }
@@ -211,15 +204,6 @@ mod tests {
             parse_cpuinfo_field(info, "cpu MHz"),
             vec!["2200.146", "2200.000"]
         );
-    }
-
-    #[test]
-    fn meminfo_total_in_bytes() {
-        assert_eq!(
-            parse_meminfo_total("MemTotal:       24684092 kB\nMemFree: 1 kB\n"),
-            Some(24684092 * 1024)
-        );
-        assert_eq!(parse_meminfo_total("MemFree: 1 kB\n"), None);
     }
 
     #[test]

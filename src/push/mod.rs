@@ -8,7 +8,7 @@
 
 pub mod context;
 pub mod events;
-mod host;
+pub(crate) mod host;
 pub mod host_sampler;
 pub(crate) mod js;
 pub mod logs;
