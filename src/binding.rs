@@ -143,6 +143,7 @@ impl NativeDaemon {
         if self.handle.is_some() {
             return Err(Error::new(Status::GenericFailure, "daemon already started"));
         }
+        crate::logging::hide_secret(&self.cfg.identity.secret_key);
         crate::logging::init(self.cfg.env.get("DEBUG").map(String::as_str));
         let (tx, mut rx) = mpsc::channel::<HostEvent>(16);
         let (handle, run) = daemon::start(self.cfg.clone(), tx);
@@ -152,10 +153,16 @@ impl NativeDaemon {
             while let Some(ev) = rx.recv().await {
                 let last = matches!(ev, HostEvent::Exit(_) | HostEvent::Rescue(_));
                 let json = match ev {
-                    HostEvent::SendToParent(data) => json!({"type": "ipc", "data": data}),
+                    // What Node prints or passes on never holds the secret.
+                    HostEvent::SendToParent(mut data) => {
+                        crate::logging::redact_json(&mut data);
+                        json!({"type": "ipc", "data": data})
+                    }
                     HostEvent::Started => json!({"type": "started"}),
                     HostEvent::Exit(code) => json!({"type": "exit", "code": code}),
-                    HostEvent::Rescue(reason) => json!({"type": "rescue", "reason": reason}),
+                    HostEvent::Rescue(reason) => {
+                        json!({"type": "rescue", "reason": crate::logging::redact(&reason)})
+                    }
                 }
                 .to_string();
                 // The queue is bounded; on the rare full queue, wait a bit.

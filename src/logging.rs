@@ -7,7 +7,9 @@
 //! `transport::websocket` → `interactor:websocket`, `pm2` →
 //! `interactor:pm2:client`, and so on.
 
-use std::sync::{Mutex, OnceLock};
+use std::borrow::Cow;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::Level;
@@ -99,14 +101,90 @@ pub fn admits(filter: &DebugFilter, level: Level, target: &str) -> bool {
     level == Level::DEBUG && filter.enabled(&namespace(target))
 }
 
+/// Secrets shorter than this are not redacted: a short test key such as
+/// `sec` would mangle every line that holds those letters. PM2.io keys are
+/// far longer.
+pub const MIN_REDACTED_LEN: usize = 8;
+
+/// What replaces a secret in a log line.
+pub const REDACTED: &str = "[secret]";
+
+static SECRET: RwLock<Option<String>> = RwLock::new(None);
+
+/// Registers the secret key: from now on it never reaches the log, whatever
+/// carries it (a peer echoing it back, an error message, a panic), nor the
+/// messages the hosts pass on ([`redact`], [`redact_json`]). Keys shorter
+/// than [`MIN_REDACTED_LEN`] are not registered.
+pub fn hide_secret(secret: &str) {
+    if secret.len() >= MIN_REDACTED_LEN {
+        *SECRET.write().unwrap_or_else(|e| e.into_inner()) = Some(secret.to_owned());
+    }
+}
+
+/// `text` with the registered secret replaced by [`REDACTED`].
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let secret = SECRET.read().unwrap_or_else(|e| e.into_inner());
+    match secret.as_deref() {
+        Some(s) if text.contains(s) => Cow::Owned(text.replace(s, REDACTED)),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// Every string (keys included) of `value` passed through [`redact`].
+pub fn redact_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    if SECRET.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+        return;
+    }
+    match value {
+        Value::String(s) => {
+            if let Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_json),
+        Value::Object(o) => {
+            let hit = o.keys().any(|k| matches!(redact(k), Cow::Owned(_)));
+            if hit {
+                *o = std::mem::take(o)
+                    .into_iter()
+                    .map(|(k, v)| (redact(&k).into_owned(), v))
+                    .collect();
+            }
+            o.values_mut().for_each(redact_json);
+        }
+        _ => {}
+    }
+}
+
+/// Stdout for log lines, [`redact`]ed. The fmt layer writes each event
+/// with one `write_all` of the whole line, so a secret is never split
+/// across two writes.
+struct RedactingStdout(std::io::Stdout);
+
+impl Write for RedactingStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf).map(redact) {
+            Ok(Cow::Owned(line)) => self.0.write_all(line.as_bytes())?,
+            _ => self.0.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Installs the process-wide subscriber once (later calls are no-ops).
-/// Lines go to stdout, which the CLI points at `agent.log`.
+/// Lines go to stdout, which the CLI points at `agent.log`, with the secret
+/// registered by [`hide_secret`] redacted.
 pub fn init(debug: Option<&str>) {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let filter = DebugFilter::parse(debug.unwrap_or(""));
         let layer = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stdout)
+            .with_writer(|| RedactingStdout(std::io::stdout()))
             .with_ansi(false)
             .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
@@ -234,6 +312,44 @@ mod tests {
             namespace("interactor::socket::req"),
             "interactor:socket:req"
         );
+    }
+
+    #[test]
+    fn the_secret_is_redacted_from_text_and_json() {
+        // Process-wide state: this is the only test that registers one.
+        hide_secret("short");
+        assert_eq!(
+            redact("a short line"),
+            "a short line",
+            "short keys are not registered"
+        );
+        let key = "kaTestRedact0123456789";
+        hide_secret(key);
+        assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            redact(&format!("echo {{\"private_id\":\"{key}\"}} and {key}")),
+            format!("echo {{\"private_id\":\"{REDACTED}\"}} and {REDACTED}")
+        );
+        let mut v = serde_json::json!({
+            "error": true,
+            "msg": format!("Endpoints field not present ({key})"),
+            "nested": [{"x": key}, 1, null],
+            key: "as a key"
+        });
+        redact_json(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains(key), "{text}");
+        assert_eq!(
+            v["msg"],
+            format!("Endpoints field not present ({REDACTED})")
+        );
+        assert_eq!(v[REDACTED], "as a key");
+        // The writer: one line in, the same line out but the key.
+        let mut w = RedactingStdout(std::io::stdout());
+        let line = format!("INFO got {key}\n");
+        assert_eq!(w.write(line.as_bytes()).unwrap(), line.len());
+        let odd = b"\xff\xfe not utf-8\n";
+        assert_eq!(w.write(odd).unwrap(), odd.len());
     }
 
     #[test]

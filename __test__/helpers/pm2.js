@@ -13,15 +13,18 @@ function tmpHome (prefix = 'ka-pm2-') {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
 }
 
+// The agent's own settings, and the test runner's IPC channel: kept away from
+// PM2's CLI (and so from PM2 and its apps) unless a test passes them in `extra`.
+const AGENT_ENV = /^(PM2_(PUBLIC|SECRET)_KEY|PM2_MACHINE_NAME|PM2_BINARY_PATH|KEYMETRICS_\w+|PM2_AGENT_\w+|NODE_CHANNEL_\w+)$/
+
 function pm2Env (home, extra = {}) {
-  const env = Object.assign({}, process.env, {
+  const env = Object.assign({}, process.env)
+  for (const k of Object.keys(env)) if (AGENT_ENV.test(k)) delete env[k]
+  return Object.assign(env, {
     PM2_HOME: home,
     PM2_NO_INTERACTION: 'true',
     PM2_DISABLE_VERSION_CHECK: 'true'
   }, extra)
-  // Keep the agent's own settings away from PM2's CLI.
-  for (const k of ['PM2_PUBLIC_KEY', 'PM2_SECRET_KEY', 'PM2_MACHINE_NAME', 'KEYMETRICS_NODE', 'PM2_AGENT_ONLINE']) delete env[k]
-  return env
 }
 
 function pm2 (home, args, extraEnv) {

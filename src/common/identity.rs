@@ -18,6 +18,30 @@ pub struct Identity {
     pub agent_version: String,
 }
 
+impl Identity {
+    /// The secret key as the agent shows it to anyone but PM2.io (the
+    /// `secret_key` of the IPC message and of `getInfos`): see
+    /// [`mask_secret`].
+    pub fn masked_secret(&self) -> String {
+        mask_secret(&self.secret_key)
+    }
+}
+
+/// `****` and the last four characters (`****` alone for a key of four
+/// characters or fewer, nothing for an empty one): what the CLI prints
+/// (`maskSecret` in src/InteractorClient.js), enough to tell keys apart.
+pub fn mask_secret(secret: &str) -> String {
+    let n = secret.chars().count();
+    match n {
+        0 => String::new(),
+        1..=4 => "****".to_owned(),
+        _ => {
+            let tail: String = secret.chars().skip(n - 4).collect();
+            format!("****{tail}")
+        }
+    }
+}
+
 impl std::fmt::Debug for Identity {
     // The secret key never reaches a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,6 +56,16 @@ impl std::fmt::Debug for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_like_the_cli() {
+        assert_eq!(mask_secret("top-secret-key-abcd"), "****abcd");
+        assert_eq!(mask_secret("abcde"), "****bcde");
+        assert_eq!(mask_secret("abcd"), "****");
+        assert_eq!(mask_secret("a"), "****");
+        assert_eq!(mask_secret(""), "");
+        assert_eq!(mask_secret("ééééé"), "****éééé");
+    }
 
     #[test]
     fn debug_never_shows_the_secret() {

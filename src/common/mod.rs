@@ -2,6 +2,7 @@
 //! daemon): what a packet is, who the agent is, where PM2.io lives, and the
 //! JavaScript value rules the JS agent relies on. Nothing here does I/O.
 
+pub mod child_env;
 pub mod drops;
 pub mod identity;
 pub mod js;

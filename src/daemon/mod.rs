@@ -325,7 +325,8 @@ async fn reverify_loop(
     }
 }
 
-/// The IPC message of a completed verification (docs/protocols.md §6).
+/// The IPC message of a completed verification (docs/protocols.md §6),
+/// the secret key masked (the launcher gave it; nothing reads it back).
 pub fn success_message(cfg: &DaemonConfig, km_data: &Value) -> Value {
     json!({
         "error": false,
@@ -334,7 +335,7 @@ pub fn success_message(cfg: &DaemonConfig, km_data: &Value) -> Value {
         "pid": std::process::id(),
         "machine_name": cfg.identity.machine_name,
         "public_key": cfg.identity.public_key,
-        "secret_key": cfg.identity.secret_key,
+        "secret_key": cfg.identity.masked_secret(),
     })
 }
 

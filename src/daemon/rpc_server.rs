@@ -44,7 +44,7 @@ pub async fn bind(
     });
     let path = &cfg.paths.interactor_sock;
     let sock = server.bind(&Endpoint::unix(path)).await?;
-    // Owner and group only: getInfos answers with the secret key.
+    // Owner and group only (getInfos answers the agent's identity and state).
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
     tracing::debug!(path = %path.display(), "interactor RPC bound");
     Ok(InteractorRpc { sock })
@@ -89,7 +89,9 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
     let mut v = json!({
         "machine_name": cfg.identity.machine_name,
         "public_key": cfg.identity.public_key,
-        "secret_key": cfg.identity.secret_key,
+        // Masked: the JS agent answered the key itself to anyone who could
+        // connect, and `pm2 link info` printed it (docs/js-agent-behaviour.md §6.1).
+        "secret_key": cfg.identity.masked_secret(),
         "remote_host": km.get("endpoints").and_then(|e| e.get("web")).cloned(),
         "connected": connected,
         "transporters": transporters,

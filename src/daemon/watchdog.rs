@@ -7,6 +7,18 @@
 //! atomically and keeps the previous one as `dump.pm2.bak` (like `pm2 save`),
 //! an empty process list never overwrites a saved dump, and a resurrect that
 //! hangs is killed after a deadline.
+//!
+//! Nothing secret is handed on (the JS agent handed on its whole
+//! environment):
+//! - `pm2 resurrect` runs without the keys and the agent's own variables
+//!   ([`crate::common::child_env`]); it keeps `PM2_HOME` and PM2's settings;
+//! - it gets `PM2_AGENT_ONLINE=true` so that it does not start a second
+//!   agent, and is preloaded with `src/resurrectHook.js`, which keeps that
+//!   marker out of what it spawns: the PM2 daemon it starts, and the apps
+//!   that daemon starts, inherit neither the keys nor the marker;
+//! - a value equal to the secret key is left out of `dump.pm2` (an app
+//!   whose environment held the key, e.g. exported in the shell that
+//!   started PM2, is restored without it).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -19,6 +31,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::common::child_env;
 use crate::config::DaemonConfig;
 use crate::pm2::Pm2Client;
 
@@ -108,22 +121,81 @@ impl Outage {
     }
 }
 
-/// Runs `<node> <pm2> resurrect` with `PM2_AGENT_ONLINE=true`, so the CLI
-/// does not start a second agent.
+/// Tells a CLI that an agent runs: its `launchAndInteract` returns at once.
+pub const AGENT_ONLINE: &str = "PM2_AGENT_ONLINE";
+
+/// Preloaded into `pm2 resurrect`, relative to the package root (the
+/// directory of `config.json`): keeps [`AGENT_ONLINE`] out of the
+/// environment of whatever that CLI spawns.
+pub const RESURRECT_HOOK: &str = "src/resurrectHook.js";
+
+/// How `pm2 resurrect` is run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResurrectCommand {
+    pub program: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+    /// Whether [`RESURRECT_HOOK`] is preloaded (only when the CLI runs
+    /// under node and the hook file is there).
+    pub hooked: bool,
+}
+
+/// `<node> [--require <hook>] <pm2> resurrect`, or `<pm2> resurrect` for a
+/// pm2 found on `PATH` (then without the hook: the marker reaches PM2, as
+/// with the JS agent, but the keys still do not).
+pub fn resurrect_command(cfg: &DaemonConfig) -> Option<ResurrectCommand> {
+    let (program, script) = pm2_command(cfg)?;
+    let hook = cfg
+        .host
+        .config_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|root| root.join(RESURRECT_HOOK))
+        .filter(|h| h.is_file());
+    let mut args = Vec::new();
+    let hooked = match hook {
+        Some(hook) if !script.is_empty() => {
+            args.push("--require".into());
+            args.push(hook.into_os_string());
+            true
+        }
+        _ => false,
+    };
+    args.extend(script.into_iter().map(PathBuf::into_os_string));
+    args.push("resurrect".into());
+    Some(ResurrectCommand {
+        program,
+        args,
+        hooked,
+    })
+}
+
+/// Runs `pm2 resurrect` (see the module documentation for its environment).
 async fn resurrect(cfg: &DaemonConfig) {
-    let Some((program, args)) = pm2_command(cfg) else {
+    let Some(rc) = resurrect_command(cfg) else {
         tracing::error!(
             "PM2 is down and no pm2 binary was found to resurrect it (set PM2_BINARY_PATH)"
         );
         return;
     };
-    tracing::info!(program = %program.display(), "PM2 is down: running pm2 resurrect");
-    let mut cmd = tokio::process::Command::new(&program);
-    cmd.args(&args)
-        .arg("resurrect")
-        .env("PM2_AGENT_ONLINE", "true")
+    tracing::info!(program = %rc.program.display(), "PM2 is down: running pm2 resurrect");
+    let mut cmd = tokio::process::Command::new(&rc.program);
+    cmd.args(&rc.args);
+    let removed = child_env::removed(std::env::vars_os(), &[&cfg.identity.secret_key]);
+    for name in &removed {
+        cmd.env_remove(name);
+    }
+    tracing::debug!(
+        removed = removed.len(),
+        hooked = rc.hooked,
+        "pm2 resurrect runs without the agent's keys and variables"
+    );
+    if !rc.hooked {
+        tracing::debug!(
+            "{AGENT_ONLINE} may reach PM2's environment: {RESURRECT_HOOK} is not preloaded"
+        );
+    }
+    cmd.env(AGENT_ONLINE, "true")
         .env("PM2_HOME", &cfg.paths.pm2_home)
-        .env_remove("NODE_CHANNEL_FD")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     match tokio::time::timeout(RESURRECT_TIMEOUT, cmd.output()).await {
@@ -186,7 +258,7 @@ pub async fn dump(cfg: &DaemonConfig, pm2: &Pm2Client) -> Result<usize, String> 
         .call_text("getMonitorData", vec![Value::Object(Default::default())])
         .await
         .map_err(|e| e.to_string())?;
-    let Some((text, n)) = dump_text(&reply)? else {
+    let Some((text, n)) = dump_text_hiding(&reply, &cfg.identity.secret_key)? else {
         // An empty list (PM2 just restarted, nothing resurrected yet) must
         // not replace the dump that would bring the apps back.
         return Ok(0);
@@ -204,6 +276,14 @@ pub async fn dump(cfg: &DaemonConfig, pm2: &Pm2Client) -> Result<usize, String> 
 /// into a tree: at 50 apps the reply is hundreds of KB, and a parsed copy
 /// of it would set the daemon's memory high-water mark every five minutes.
 pub fn dump_text(reply: &[u8]) -> Result<Option<(String, usize)>, String> {
+    dump_text_hiding(reply, "")
+}
+
+/// [`dump_text`] without any environment variable whose value is `secret`
+/// (the agent's secret key): neither a top-level `pm2_env` field (PM2
+/// copies an app's variables there) nor an entry of its `env` object. Only
+/// a field whose text may hold the secret is parsed.
+pub fn dump_text_hiding(reply: &[u8], secret: &str) -> Result<Option<(String, usize)>, String> {
     #[derive(Deserialize)]
     struct Reply<'a> {
         #[serde(borrow, default)]
@@ -244,6 +324,21 @@ pub fn dump_text(reply: &[u8]) -> Result<Option<(String, usize)>, String> {
             .iter()
             .filter(|(k, _)| k != "instances" && k != "pm_id")
         {
+            let hidden;
+            let value = if may_hold(v.get(), secret) {
+                if is_secret(v, secret) {
+                    continue;
+                }
+                match without_secret(v, secret) {
+                    Some(text) => {
+                        hidden = text;
+                        hidden.as_str()
+                    }
+                    None => v.get(),
+                }
+            } else {
+                v.get()
+            };
             if !first {
                 out.push(',');
             }
@@ -251,7 +346,7 @@ pub fn dump_text(reply: &[u8]) -> Result<Option<(String, usize)>, String> {
             out.push_str("\n    ");
             out.push_str(&serde_json::to_string(k.as_ref()).map_err(|e| e.to_string())?);
             out.push_str(": ");
-            out.push_str(v.get());
+            out.push_str(value);
         }
         out.push_str("\n  }");
         n += 1;
@@ -261,6 +356,30 @@ pub fn dump_text(reply: &[u8]) -> Result<Option<(String, usize)>, String> {
     }
     out.push_str("\n]");
     Ok(Some((out, n)))
+}
+
+/// Whether the raw JSON `text` may hold `secret` (escapes included): the
+/// cheap test before parsing.
+fn may_hold(text: &str, secret: &str) -> bool {
+    !secret.is_empty() && (text.contains(secret) || text.contains('\\'))
+}
+
+/// Whether `v` is the JSON string `secret`.
+fn is_secret(v: &RawValue, secret: &str) -> bool {
+    v.get().starts_with('"') && serde_json::from_str::<Cow<str>>(v.get()).is_ok_and(|s| s == secret)
+}
+
+/// An object's text without its entries whose value is the string
+/// `secret` (an app's `env`); `None` when nothing is removed or `v` is not
+/// an object.
+fn without_secret(v: &RawValue, secret: &str) -> Option<String> {
+    let mut map: serde_json::Map<String, Value> = serde_json::from_str(v.get()).ok()?;
+    let before = map.len();
+    map.retain(|_, v| v.as_str() != Some(secret));
+    if map.len() == before {
+        return None;
+    }
+    serde_json::to_string(&map).ok()
 }
 
 /// A JSON object's fields in order, values kept as raw text (a key with
@@ -377,6 +496,84 @@ mod tests {
         );
         assert_eq!(dump_text(br#"{"error":"boom"}"#).unwrap_err(), "boom");
         assert!(dump_text(b"{garbage").is_err());
+    }
+
+    #[test]
+    fn dump_leaves_the_secret_out() {
+        let secret = "s3cr3t-Key-1";
+        let reply = json!({"args": [[
+            {"pm2_env": {
+                "name": "keyed",
+                "KEYMETRICS_SECRET": secret,
+                "OTHER": "kept",
+                "env": {"KEYMETRICS_SECRET": secret, "SECRET_KEY": secret, "PATH": "/bin", "NEAR": format!("{secret}x")},
+                "args": ["--key", secret]
+            }},
+            {"pm2_env": {"name": "plain", "env": {"A": "1"}, "esc": "a\\b\"c"}},
+            {"pm2_env": {"name": "escaped", "X": secret}}
+        ]]});
+        let raw = reply.to_string().replace("s3cr3t-K", "s3cr3t-\\u004b");
+        let (text, n) = dump_text_hiding(raw.as_bytes(), secret).unwrap().unwrap();
+        assert_eq!(n, 3);
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            json!([
+                {"name": "keyed", "OTHER": "kept",
+                 "env": {"PATH": "/bin", "NEAR": format!("{secret}x")},
+                 "args": ["--key", secret]},
+                {"name": "plain", "env": {"A": "1"}, "esc": "a\\b\"c"},
+                {"name": "escaped"}
+            ]),
+            "variables holding the secret go (escaped or not); an app's own arguments stay"
+        );
+        // Without a secret (or another one), nothing is touched.
+        let (same, _) = dump_text_hiding(raw.as_bytes(), "").unwrap().unwrap();
+        assert_eq!(same, dump_text(raw.as_bytes()).unwrap().unwrap().0);
+        assert!(same.contains("KEYMETRICS_SECRET"));
+    }
+
+    fn cfg_with(pm2_bin: Option<PathBuf>, config_file: Option<PathBuf>) -> DaemonConfig {
+        let env: std::collections::HashMap<String, String> = [
+            ("PM2_MACHINE_NAME", "m"),
+            ("PM2_PUBLIC_KEY", "p"),
+            ("PM2_SECRET_KEY", "s"),
+            ("PM2_HOME", "/tmp/ka-home"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let host = crate::config::HostInfo {
+            node_path: Some(PathBuf::from("/usr/bin/node")),
+            config_file,
+            ..Default::default()
+        };
+        let mut cfg = DaemonConfig::from_env(env, host).unwrap();
+        cfg.pm2_binary_path = pm2_bin;
+        cfg
+    }
+
+    #[test]
+    fn resurrect_preloads_the_hook_under_node() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bin = root.join("node_modules/pm2/bin/pm2");
+        let hook = root.join(RESURRECT_HOOK);
+        assert!(hook.is_file(), "the hook ships in the package (src/*.js)");
+        let rc = resurrect_command(&cfg_with(Some(bin.clone()), Some(root.join("config.json"))))
+            .unwrap();
+        assert_eq!(rc.program, PathBuf::from("/usr/bin/node"));
+        let args: Vec<std::ffi::OsString> = vec![
+            "--require".into(),
+            hook.into(),
+            bin.clone().into(),
+            "resurrect".into(),
+        ];
+        assert_eq!(rc.args, args);
+        assert!(rc.hooked);
+        // No package root known: no hook, still a resurrect.
+        let rc = resurrect_command(&cfg_with(Some(bin.clone()), None)).unwrap();
+        assert_eq!(rc.args, vec![bin.into_os_string(), "resurrect".into()]);
+        assert!(!rc.hooked);
     }
 
     #[test]

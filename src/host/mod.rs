@@ -71,6 +71,7 @@ pub fn run() -> i32 {
             return ERROR_EXIT;
         }
     };
+    crate::logging::hide_secret(&cfg.identity.secret_key);
     crate::logging::init(cfg.env.get("DEBUG").map(String::as_str));
     let paths = cfg.paths.clone();
 
@@ -120,7 +121,10 @@ async fn host_loop(cfg: DaemonConfig, channel: &mut Option<IpcChannel>) -> End {
     tokio::spawn(exit_on_signals(handle));
     while let Some(ev) = rx.recv().await {
         match ev {
-            HostEvent::SendToParent(msg) => send_to_parent(channel, &msg),
+            HostEvent::SendToParent(mut msg) => {
+                crate::logging::redact_json(&mut msg);
+                send_to_parent(channel, &msg)
+            }
             HostEvent::Started => tracing::debug!("agent started"),
             HostEvent::Exit(code) => return End::Exit(code),
             HostEvent::Rescue(reason) => return End::Rescue(reason),
