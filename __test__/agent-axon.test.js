@@ -16,6 +16,7 @@ const { Backend } = require('./helpers/backend')
 const { AxonBackend, cipher, decipherText } = require('./helpers/axon-backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
 const { sleep, launchAgent, getInfos, killAgent, agentLog, MODE } = require('./helpers/agent')
+const { assertRefusalsSayWhy } = require('./helpers/refusals')
 
 const home = tmpHome('ka-axon-')
 process.env.PM2_HOME = home
@@ -150,6 +151,11 @@ test('a ciphered restart restarts the real app; the result comes back in clear o
     const s = axonBackend.lastStatus.data.process.find((p) => p.name === 'logger')
     return s && s.restart_time > before
   }, 20000, 200, 'status to show the restart')
+})
+
+test('refused and failed remote actions say why, over nssocket too', async () => {
+  await assertRefusalsSayWhy(axonBackend, 'logger')
+  assert.ok(axonBackend.received.filter((p) => p.channel === 'trigger:pm2:result').every((p) => p.via === 'reverse'))
 })
 
 test('the reverse server dropping the connection is survived', async () => {

@@ -9,6 +9,7 @@ const fs = require('fs')
 const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
+const { assertRefusalsSayWhy } = require('./helpers/refusals')
 
 const home = tmpHome('ka-ws-')
 process.env.PM2_HOME = home
@@ -170,6 +171,10 @@ test('a remote restart really restarts the app', async () => {
     const s = backend.lastStatus.data.process.find((p) => p.name === 'logger')
     return s && s.restart_time > before
   }, 20000, 200, 'status to show the restart')
+})
+
+test('refused and failed remote actions say why (message and code in ret.err)', async () => {
+  await assertRefusalsSayWhy(backend, 'logger')
 })
 
 test('the backend going away and coming back loses no queued event', async () => {

@@ -60,26 +60,82 @@ pub const REMOTE_METHODS_ALLOWED: [&str; 9] = [
     "deepUpdate",
 ];
 
-/// Why a `trigger:pm2:action` failed. On the wire every one of them is an
-/// `Error`, i.e. `{}`; the message goes to the log.
+/// Why a `trigger:pm2:action` failed.
+///
+/// On the wire (`trigger:pm2:result` `ret.err`) the JS agent sent the
+/// `Error` itself, which JSON serialises as `{}`: the dashboard got an
+/// error without a reason. The reply keeps that shape, an object (still
+/// truthy, still `typeof 'object'`), and fills in what a JS error carries:
+/// `{"message": <this Display>, "code": <Self::code>}` ([`Self::wire`]).
+/// Each message starts with the JS agent's text (`Method not allowed`, …).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ActionError {
-    #[error("Method not allowed")]
-    NotAllowed,
-    #[error("Deprecated or invalid method")]
-    Deprecated,
-    #[error("App not found")]
-    AppNotFound,
-    #[error("Same process number")]
-    SameNumber,
-    #[error("invalid scale number {0}")]
+    #[error("Method not allowed: {} is not a remote PM2 action (allowed: {ALLOWED_TEXT})", shown(.0))]
+    NotAllowed(String),
+    #[error("Deprecated or invalid method: {} is no longer supported", shown(.0))]
+    Deprecated(String),
+    #[error("App not found: no process is named {}", shown(.0))]
+    AppNotFound(String),
+    #[error("Same process number: {} already runs {} processes", shown(.0), .1)]
+    SameNumber(String, usize),
+    #[error("invalid scale number {0}: expected a count, \"+n\" or \"-n\" (at most {MAX_SCALE_UP} more)")]
     BadScaleNumber(String),
     #[error("parameters missing or not an object")]
     MissingParameters,
     #[error("parameters have neither id nor name")]
     NoTarget,
-    #[error("{0}")]
+    #[error("{}", if .0.is_empty() { "PM2 failed without saying why" } else { .0.as_str() })]
     Pm2(String),
+}
+
+/// The methods a remote action may call (the whitelist less the
+/// deprecated ones), as refusals list them.
+const ALLOWED_TEXT: &str = "restart, reload, reset, scale, startLogging, stopLogging, ping";
+
+/// Longest name (method, app) quoted in a message; a backend may send any.
+const SHOWN_MAX: usize = 80;
+
+/// `s` JSON-quoted, cut to [`SHOWN_MAX`] characters.
+fn shown(s: &str) -> String {
+    if s.chars().count() <= SHOWN_MAX {
+        return Value::String(s.to_owned()).to_string();
+    }
+    let cut: String = s.chars().take(SHOWN_MAX).collect();
+    format!("{}…", Value::String(cut))
+}
+
+/// `s` cut to [`SHOWN_MAX`] characters.
+pub(crate) fn clip(s: String) -> String {
+    if s.chars().count() <= SHOWN_MAX {
+        return s;
+    }
+    let mut cut: String = s.chars().take(SHOWN_MAX).collect();
+    cut.push('…');
+    cut
+}
+
+impl ActionError {
+    /// A stable code for the dashboard (and tests) to branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ActionError::NotAllowed(_) => "METHOD_NOT_ALLOWED",
+            ActionError::Deprecated(_) => "DEPRECATED_METHOD",
+            ActionError::AppNotFound(_) => "APP_NOT_FOUND",
+            ActionError::SameNumber(..) => "SAME_PROCESS_NUMBER",
+            ActionError::BadScaleNumber(_) => "INVALID_SCALE_NUMBER",
+            ActionError::MissingParameters => "INVALID_PARAMETERS",
+            ActionError::NoTarget => "NO_TARGET",
+            ActionError::Pm2(_) => "PM2_ERROR",
+        }
+    }
+
+    /// `ret.err` of `trigger:pm2:result`: `{"message", "code"}`.
+    pub fn wire(&self) -> Value {
+        let mut err = Map::new();
+        err.insert("message".into(), Value::String(self.to_string()));
+        err.insert("code".into(), Value::String(self.code().to_owned()));
+        Value::Object(err)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -194,13 +250,14 @@ impl Reverse {
             }
             Err(message) => {
                 tracing::debug!(error = %message, "custom action failed");
-                // `err.message || err`: an empty message leaves the Error itself, `{}`.
+                // `err.message || err`: the message, a string. (JS sent the
+                // Error itself, `{}`, when the message was empty.)
                 let err = if message.is_empty() {
-                    Value::Object(Map::new())
+                    "the custom action failed; PM2 gave no reason".to_owned()
                 } else {
-                    Value::String(message)
+                    message
                 };
-                Some(action_failure(err, process_id, action_name))
+                Some(action_failure(Value::String(err), process_id, action_name))
             }
         }
     }
@@ -234,7 +291,7 @@ impl Reverse {
         params: Option<&Value>,
     ) -> Result<Option<Value>, ActionError> {
         if !REMOTE_METHODS_ALLOWED.contains(&method) {
-            return Err(ActionError::NotAllowed);
+            return Err(ActionError::NotAllowed(method.to_owned()));
         }
         match method {
             "startLogging" => {
@@ -245,7 +302,7 @@ impl Reverse {
                 self.streaming.stop();
                 Ok(Some(Value::String("Log streaming disabled".into())))
             }
-            "launchSysMonitoring" | "deepUpdate" => Err(ActionError::Deprecated),
+            "launchSysMonitoring" | "deepUpdate" => Err(ActionError::Deprecated(method.to_owned())),
             _ => {
                 // The payload is owned: this copy is the per-request clone JS
                 // made with JSON.parse(JSON.stringify(parameters)).
@@ -275,8 +332,8 @@ fn action_failure(err: Value, id: Option<Value>, action_name: Option<Value>) -> 
 }
 
 /// `{ret:{err, data}, meta:{method_name, app_name, machine_name, public_key}}`:
-/// an error is an `Error` in JS and serialises as `{}`; `data` and
-/// `app_name` vanish when undefined.
+/// an error is `{"message", "code"}` ([`ActionError::wire`]; JS sent `{}`);
+/// `data` and `app_name` vanish when undefined.
 fn pm2_result(
     method: &str,
     app_name: Option<Value>,
@@ -289,8 +346,8 @@ fn pm2_result(
             ret.insert("err".into(), Value::Null);
             insert_some(&mut ret, "data", data);
         }
-        Err(_) => {
-            ret.insert("err".into(), Value::Object(Map::new()));
+        Err(e) => {
+            ret.insert("err".into(), e.wire());
         }
     }
     let mut meta = Map::new();

@@ -45,7 +45,7 @@ pub(crate) async fn remote(
             .await
         }
         "scale" => scale(api, cwd, &params).await,
-        _ => Err(ActionError::Deprecated),
+        _ => Err(ActionError::Deprecated(method.to_owned())),
     }
 }
 
@@ -188,11 +188,13 @@ async fn scale(
     let name = target_name(params)?;
     let procs = process_by_name(api, cwd, name).await?;
     let Some(first) = procs.first() else {
-        return Err(ActionError::AppNotFound);
+        return Err(ActionError::AppNotFound(js::to_js_string(name)));
     };
     let number = params.get("number");
     let bad = || {
-        ActionError::BadScaleNumber(number.map_or_else(|| "undefined".to_owned(), Value::to_string))
+        ActionError::BadScaleNumber(super::clip(
+            number.map_or_else(|| "undefined".to_owned(), Value::to_string),
+        ))
     };
     let delta: i64 = match number {
         Some(Value::String(s)) if s.contains('+') => {
@@ -213,9 +215,13 @@ async fn scale(
             let target =
                 js::parse_int(&other.map_or_else(|| "undefined".to_owned(), js::to_js_string));
             let diff = target - procs.len() as f64;
-            // NaN lands here too: JS compares false both ways.
-            if diff.is_nan() || diff == 0.0 {
-                return Err(ActionError::SameNumber);
+            // JS answered "Same process number" to a NaN too (it compares
+            // false both ways); here a number that is none is said so.
+            if diff.is_nan() {
+                return Err(bad());
+            }
+            if diff == 0.0 {
+                return Err(ActionError::SameNumber(js::to_js_string(name), procs.len()));
             }
             diff as i64
         }

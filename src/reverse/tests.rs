@@ -159,7 +159,10 @@ async fn custom_action_failure_carries_the_message() {
     .await;
     assert_eq!(
         out.as_deref(),
-        Some(r#"trigger:action:failure {"success":false,"err":{},"id":1,"action_name":"x"}"#)
+        Some(
+            r#"trigger:action:failure {"success":false,"err":"the custom action failed; PM2 gave no reason","id":1,"action_name":"x"}"#
+        ),
+        "a text even when PM2 gave none (JS sent the Error itself: {{}})"
     );
 }
 
@@ -367,7 +370,7 @@ async fn one_failing_instance_fails_the_fan_out() {
     assert_eq!(
         out.as_deref(),
         Some(
-            r#"trigger:pm2:result {"ret":{"err":{}},"meta":{"method_name":"restart","app_name":"workers","machine_name":"m1","public_key":"pub"}}"#
+            r#"trigger:pm2:result {"ret":{"err":{"message":"boom","code":"PM2_ERROR"}},"meta":{"method_name":"restart","app_name":"workers","machine_name":"m1","public_key":"pub"}}"#
         )
     );
     assert_eq!(api.log().len(), 3, "both instances were still called");
@@ -382,7 +385,20 @@ async fn pm2_errors_and_odd_process_lists() {
         json!({"method_name": "ping", "parameters": {"name": "a"}}),
     )
     .await;
-    assert!(out.unwrap().contains(r#""ret":{"err":{}}"#));
+    assert!(out
+        .unwrap()
+        .contains(r#""ret":{"err":{"message":"not connected","code":"PM2_ERROR"}}"#));
+    // PM2 failing without a message still says something.
+    let api = FakePm2::new(|_, _| Err(String::new()));
+    let err = ret_err(
+        &reverse(&api),
+        json!({"method_name": "ping", "parameters": {"id": 1}}),
+    )
+    .await;
+    assert_eq!(
+        err,
+        json!({"message": "PM2 failed without saying why", "code": "PM2_ERROR"})
+    );
     // A list PM2 would never send: nothing matches, the name is tried as id.
     let api = FakePm2::new(|m, _| match m {
         "getMonitorData" => Ok(vec![json!({"not": "a list"})]),
@@ -416,6 +432,15 @@ async fn pm2_errors_and_odd_process_lists() {
     );
 }
 
+/// `ret.err` of the reply to a `trigger:pm2:action`.
+async fn ret_err(r: &Reverse, payload: Value) -> Value {
+    let p = r.handle("trigger:pm2:action", payload).await.unwrap();
+    assert_eq!(p.channel, "trigger:pm2:result");
+    p.payload["ret"]["err"].clone()
+}
+
+const ALLOWED: &str = "restart, reload, reset, scale, startLogging, stopLogging, ping";
+
 #[tokio::test]
 async fn disallowed_deprecated_and_invalid_requests() {
     let api = FakePm2::with_fixture();
@@ -429,7 +454,10 @@ async fn disallowed_deprecated_and_invalid_requests() {
     assert_eq!(
         out.as_deref(),
         Some(
-            r#"trigger:pm2:result {"ret":{"err":{}},"meta":{"method_name":"delete","app_name":"app","machine_name":"m1","public_key":"pub"}}"#
+            format!(
+                r#"trigger:pm2:result {{"ret":{{"err":{{"message":"Method not allowed: \"delete\" is not a remote PM2 action (allowed: {ALLOWED})","code":"METHOD_NOT_ALLOWED"}}}},"meta":{{"method_name":"delete","app_name":"app","machine_name":"m1","public_key":"pub"}}}}"#
+            )
+            .as_str()
         )
     );
     let out = reply(
@@ -441,17 +469,31 @@ async fn disallowed_deprecated_and_invalid_requests() {
     assert_eq!(
         out.as_deref(),
         Some(
-            r#"trigger:pm2:result {"ret":{"err":{}},"meta":{"method_name":"deepUpdate","machine_name":"m1","public_key":"pub"}}"#
+            r#"trigger:pm2:result {"ret":{"err":{"message":"Deprecated or invalid method: \"deepUpdate\" is no longer supported","code":"DEPRECATED_METHOD"}},"meta":{"method_name":"deepUpdate","machine_name":"m1","public_key":"pub"}}"#
         )
     );
-    // Prototype names are not methods.
-    let out = reply(
-        &r,
-        "trigger:pm2:action",
-        json!({"method_name": "toString", "parameters": {}}),
-    )
-    .await;
-    assert!(out.unwrap().contains(r#""err":{}"#));
+    // Prototype names and PM2 methods outside the whitelist are not actions.
+    for method in [
+        "kill",
+        "__proto__",
+        "toString",
+        "constructor",
+        "killDaemon",
+        "",
+    ] {
+        let err = ret_err(&r, json!({"method_name": method, "parameters": {}})).await;
+        assert_eq!(err["code"], "METHOD_NOT_ALLOWED", "{method}");
+        let msg = err["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!("Method not allowed: {}", json!(method))),
+            "{msg}"
+        );
+    }
+    // A huge method name is not echoed whole.
+    let long = "x".repeat(10_000);
+    let err = ret_err(&r, json!({"method_name": long, "parameters": {}})).await;
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.len() < 300 && msg.contains("…"), "{msg}");
     // No reply possible without a method name.
     for bad in [
         json!({"method_name": 3}),
@@ -462,26 +504,41 @@ async fn disallowed_deprecated_and_invalid_requests() {
         assert_eq!(reply(&r, "trigger:pm2:action", bad).await, None);
     }
     // Missing/odd parameters or no target: an error reply, PM2 untouched.
-    for params in [
-        json!(null),
-        json!("app"),
-        json!([]),
-        json!({}),
-        json!({"name": null}),
+    for (params, code, message) in [
+        (
+            json!(null),
+            "INVALID_PARAMETERS",
+            "parameters missing or not an object",
+        ),
+        (
+            json!("app"),
+            "INVALID_PARAMETERS",
+            "parameters missing or not an object",
+        ),
+        (
+            json!([]),
+            "INVALID_PARAMETERS",
+            "parameters missing or not an object",
+        ),
+        (
+            json!({}),
+            "NO_TARGET",
+            "parameters have neither id nor name",
+        ),
+        (
+            json!({"name": null}),
+            "NO_TARGET",
+            "parameters have neither id nor name",
+        ),
     ] {
-        let out = reply(
-            &r,
-            "trigger:pm2:action",
-            json!({"method_name": "restart", "parameters": params}),
-        )
-        .await;
-        assert!(out.unwrap().contains(r#""ret":{"err":{}}"#));
+        let err = ret_err(&r, json!({"method_name": "restart", "parameters": params})).await;
+        assert_eq!(err, json!({"message": message, "code": code}), "{params}");
     }
     let out = reply(&r, "trigger:pm2:action", json!({"method_name": "restart"})).await;
     assert_eq!(
         out.as_deref(),
         Some(
-            r#"trigger:pm2:result {"ret":{"err":{}},"meta":{"method_name":"restart","machine_name":"m1","public_key":"pub"}}"#
+            r#"trigger:pm2:result {"ret":{"err":{"message":"parameters missing or not an object","code":"INVALID_PARAMETERS"}},"meta":{"method_name":"restart","machine_name":"m1","public_key":"pub"}}"#
         )
     );
     assert!(api.log().is_empty());
@@ -594,35 +651,42 @@ async fn scale_relative_and_absolute() {
 
 #[tokio::test]
 async fn scale_errors() {
-    let err = r#"{"err":{}}"#.to_owned();
-    for number in [json!(2), json!("2"), json!(null), json!("abc"), json!({})] {
-        assert_eq!(
-            scale(number.clone()).await,
-            (err.clone(), vec![]),
-            "{number}: Same process number"
+    let code = |ret: &str| serde_json::from_str::<Value>(ret).unwrap()["err"]["code"].clone();
+    for number in [json!(2), json!("2")] {
+        let (ret, calls) = scale(number.clone()).await;
+        assert_eq!(code(&ret), "SAME_PROCESS_NUMBER", "{number}");
+        assert!(
+            ret.contains(r#"Same process number: \"workers\" already runs 2 processes"#),
+            "{ret}"
         );
+        assert!(calls.is_empty());
     }
+    // Not a number at all (JS said "Same process number" to these too).
     for number in [
+        json!(null),
+        json!("abc"),
+        json!({}),
         json!("+abc"),
         json!("+-1"),
         json!("3-"),
         json!("+100000"),
         json!(100000),
     ] {
-        assert_eq!(
-            scale(number.clone()).await,
-            (err.clone(), vec![]),
-            "{number}: invalid"
-        );
+        let (ret, calls) = scale(number.clone()).await;
+        assert_eq!(code(&ret), "INVALID_SCALE_NUMBER", "{number}: {ret}");
+        assert!(ret.contains("invalid scale number"), "{ret}");
+        assert!(calls.is_empty(), "{number}");
     }
     let api = FakePm2::with_fixture();
-    let out = reply(
+    let err = ret_err(
         &reverse(&api),
-        "trigger:pm2:action",
         json!({"method_name": "scale", "parameters": {"name": "ghost", "number": 3}}),
     )
     .await;
-    assert!(out.unwrap().contains(r#""ret":{"err":{}}"#));
+    assert_eq!(
+        err,
+        json!({"message": "App not found: no process is named \"ghost\"", "code": "APP_NOT_FOUND"})
+    );
     assert_eq!(api.log(), ["getMonitorData[{}]"]);
 }
 
@@ -646,13 +710,25 @@ async fn scale_step_errors_are_ignored() {
 
 #[test]
 fn action_error_messages() {
-    assert_eq!(ActionError::NotAllowed.to_string(), "Method not allowed");
+    // Each starts with the JS agent's text.
+    let m = ActionError::NotAllowed("kill".into()).to_string();
     assert_eq!(
-        ActionError::Deprecated.to_string(),
-        "Deprecated or invalid method"
+        m,
+        format!(r#"Method not allowed: "kill" is not a remote PM2 action (allowed: {ALLOWED})"#)
     );
-    assert_eq!(ActionError::AppNotFound.to_string(), "App not found");
-    assert_eq!(ActionError::SameNumber.to_string(), "Same process number");
+    assert!(ActionError::Deprecated("deepUpdate".into())
+        .to_string()
+        .starts_with("Deprecated or invalid method"));
+    assert!(ActionError::AppNotFound("a".into())
+        .to_string()
+        .starts_with("App not found"));
+    assert!(ActionError::SameNumber("a".into(), 1)
+        .to_string()
+        .starts_with("Same process number"));
+    assert_eq!(
+        ActionError::Pm2("Process 4 not found".into()).wire(),
+        json!({"message": "Process 4 not found", "code": "PM2_ERROR"})
+    );
     assert!(Reverse::handles("trigger:scoped_action") && !Reverse::handles("trigger:pm2:result"));
 }
 
@@ -678,6 +754,16 @@ proptest! {
                 if let Some(packet) = r.handle(channel, p).await {
                     prop_assert!(packet.channel.starts_with("trigger:"));
                     prop_assert!(packet.payload.is_object());
+                    // Every failure says why.
+                    let err = match packet.channel.as_str() {
+                        "trigger:pm2:result" => packet.payload["ret"]["err"].clone(),
+                        "trigger:action:failure" => packet.payload["err"].clone(),
+                        _ => Value::Null,
+                    };
+                    if !err.is_null() {
+                        let text = err.get("message").unwrap_or(&err);
+                        prop_assert!(text.as_str().is_some_and(|t| !t.is_empty()), "{}", err);
+                    }
                 }
             }
             Ok(())
