@@ -6,10 +6,12 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('fs')
+const os = require('os')
 const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
 const { assertRefusalsSayWhy } = require('./helpers/refusals')
+const { getInfos: infos } = require('./helpers/agent')
 
 const home = tmpHome('ka-ws-')
 process.env.PM2_HOME = home
@@ -157,6 +159,50 @@ test('a profile reported by an app is read, sent on `profiling`, then deleted', 
   assert.ok(!backend.received.some((x) => x.channel === 'axm:reply' && x.payload.process.name === 'profiler'),
     'the profiling reply itself is not forwarded')
   await pm2(home, ['delete', 'profiler'])
+})
+
+/**
+ * A scratch directory outside both the temp directory and PM2_HOME (where
+ * the agent reads no dump), or null when this machine has none writable.
+ */
+function outsideDir () {
+  const real = (p) => { try { return fs.realpathSync(p) } catch (e) { return null } }
+  const allowed = [os.tmpdir(), '/tmp', home].map(real).filter(Boolean)
+  const within = (p) => allowed.some((a) => p === a || p.startsWith(a + path.sep))
+  for (const base of [path.join(__dirname), os.homedir(), '/var/tmp', '/dev/shm']) {
+    const r = real(base)
+    if (!r || within(r)) continue
+    try { return fs.mkdtempSync(path.join(r, '.ka-outside-')) } catch (e) {}
+  }
+  return null
+}
+
+test('a profile dump outside the temp directory and PM2_HOME is refused, kept, counted and logged', async (t) => {
+  const outside = outsideDir()
+  if (!outside) return t.skip('no writable directory outside the temp directory and PM2_HOME')
+  t.after(() => fs.rmSync(outside, { recursive: true, force: true }))
+  const direct = path.join(outside, 'private.heapprofile')
+  fs.writeFileSync(direct, 'not a dump: a file of the agent\'s user')
+  // A symlink in PM2_HOME leading out of it.
+  const target = path.join(outside, 'target.txt')
+  fs.writeFileSync(target, 'another private file')
+  const link = path.join(home, 'escape.heapprofile')
+  fs.symlinkSync(target, link)
+  const reporter = writeApp(home, 'reporter.js', [
+    `for (const f of ${JSON.stringify([direct, link])}) process.send({ type: 'axm:reply', data: { return: { heapprofile: true, dump_file: f } } })`,
+    'setInterval(() => {}, 1000)',
+    ''
+  ].join('\n'))
+  const logBefore = fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8').length
+  await pm2(home, ['start', reporter, '--name', 'reporter'])
+  const refused = (infos) => (infos.drops || []).find((d) => d.channel === 'profiling' && /outside the temp directory and PM2_HOME/.test(d.reason))
+  await waitUntil(async () => { const c = refused(await infos()); return c && c.count >= 2 }, 20000, 100, 'both dumps counted as refused')
+  assert.ok(fs.existsSync(direct) && fs.existsSync(target) && fs.lstatSync(link).isSymbolicLink(), 'nothing deleted')
+  assert.ok(!backend.received.some((p) => p.channel === 'profiling' && p.payload.name === 'reporter'), 'nothing sent')
+  const log = fs.readFileSync(constants.INTERACTOR_LOG_FILE_PATH, 'utf8').slice(logBefore)
+  assert.match(log, /profile not sent: profile dump \S+ resolves to \S+, outside the temp directory and PM2_HOME: refused, left in place/)
+  await pm2(home, ['delete', 'reporter'])
+  fs.rmSync(link, { force: true })
 })
 
 test('a remote restart really restarts the app', async () => {

@@ -26,7 +26,7 @@ use crate::pm2::snapshot::{ProcSnapshot, SnapshotReader};
 use crate::pm2::Pm2Client;
 use crate::push::events::{EventPipeline, PushAction, PushConfig};
 use crate::push::host_sampler::HostSampler;
-use crate::push::profiling::read_profile;
+use crate::push::profiling::{self, read_profile, ProfilePolicy};
 use crate::push::status::{build_status_from, internal_ip, CpuMeta, HostIdentity, StatusContext};
 use crate::push::streaming::LogStreaming;
 use crate::push::transactions::{TransactionAggregator, TransactionConfig};
@@ -50,8 +50,6 @@ const BUS_BATCH: usize = 256;
 const INBOUND_QUEUE: usize = 256;
 /// Remote actions running at once.
 const MAX_CONCURRENT_ACTIONS: usize = 32;
-/// Largest profiling dump sent (heap snapshots can be huge).
-const MAX_PROFILE_BYTES: u64 = 64 * 1024 * 1024;
 /// Deadline of the `getMonitorData` call of each status tick.
 const STATUS_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// The JS agent re-reads the internal IP every 61 ticks.
@@ -472,9 +470,15 @@ fn bus_event(
             PushAction::Profile { path, meta } => {
                 let w = workers.clone();
                 tokio::spawn(async move {
-                    match read_profile(&path, meta, MAX_PROFILE_BYTES).await {
+                    // Only from where PM2 and its apps write dumps, at most
+                    // the profiling module's size limit.
+                    let policy = ProfilePolicy::new(
+                        &w.inner.cfg.paths.pm2_home,
+                        profiling::MAX_PROFILE_BYTES,
+                    );
+                    match read_profile(&path, meta, &policy).await {
                         Ok(p) => w.send(p),
-                        Err(e) => tracing::warn!("profile not sent: {e}"),
+                        Err(e) => profiling::report(&e, &w.inner.drops),
                     }
                 });
             }

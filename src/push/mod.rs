@@ -19,7 +19,7 @@ pub mod transactions;
 
 pub use events::{EventPipeline, PushAction, PushConfig};
 pub use logs::LOGS_BUFFER;
-pub use profiling::{read_profile, ProfileError, MAX_PROFILE_BYTES};
+pub use profiling::{read_profile, ProfileError, ProfilePolicy, MAX_PROFILE_BYTES};
 pub use status::{
     build_status, internal_ip, status_packet, CpuMeta, HostIdentity, HostStats, StatusContext,
 };
