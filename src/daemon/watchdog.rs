@@ -9,7 +9,7 @@
 //! hangs is killed after a deadline.
 //!
 //! Nothing secret is handed on (the JS agent handed on its whole
-//! environment):
+//! environment: docs/js-agent-behaviour.md §6.21):
 //! - `pm2 resurrect` runs without the keys and the agent's own variables
 //!   ([`crate::common::child_env`]); it keeps `PM2_HOME` and PM2's settings;
 //! - it gets `PM2_AGENT_ONLINE=true` so that it does not start a second

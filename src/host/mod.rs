@@ -53,8 +53,9 @@ pub fn run() -> i32 {
             None
         }
     };
-    // Children of the agent (the watchdog's `pm2 resurrect`) must not launch
-    // another agent: the InteractorClient short-circuits on this variable.
+    // An agent runs in this process, as the Node host records too. (The
+    // watchdog sets it for its `pm2 resurrect` itself, and keeps it from
+    // PM2: see daemon::watchdog.)
     // SAFETY: single-threaded here; no other thread reads the environment.
     unsafe { std::env::set_var("PM2_AGENT_ONLINE", "true") };
 

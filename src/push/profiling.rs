@@ -4,7 +4,7 @@
 //!
 //! The path comes from an app, so it is trusted only as far as it points
 //! where PM2 and its apps write dumps. The JS agent read and deleted any
-//! path. Here a dump is read and deleted only if it
+//! path (docs/js-agent-behaviour.md §6.23). Here a dump is read and deleted only if it
 //! - resolves (symlinks followed, `..` removed) inside the OS temp
 //!   directory (`TMPDIR` or `/tmp`) or `PM2_HOME` ([`ProfilePolicy`]);
 //! - is a regular file (not a directory, FIFO, socket or device),

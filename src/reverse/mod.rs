@@ -64,7 +64,7 @@ pub const REMOTE_METHODS_ALLOWED: [&str; 9] = [
 ///
 /// On the wire (`trigger:pm2:result` `ret.err`) the JS agent sent the
 /// `Error` itself, which JSON serialises as `{}`: the dashboard got an
-/// error without a reason. The reply keeps that shape, an object (still
+/// error without a reason (docs/js-agent-behaviour.md §6.22). The reply keeps that shape, an object (still
 /// truthy, still `typeof 'object'`), and fills in what a JS error carries:
 /// `{"message": <this Display>, "code": <Self::code>}` ([`Self::wire`]).
 /// Each message starts with the JS agent's text (`Method not allowed`, …).
