@@ -383,6 +383,18 @@ mod tests {
             r#"{"MACHINE_NAME":"m1","PUBLIC_KEY":"pub","RECYCLE":false,"MEMORY":25276.510208,"HOSTNAME":"h","CPUS":[]}"#
         );
         assert!(!format!("{:?}", c.identity).contains("sec"));
+        // The whole configuration as a log line would show it: no secret,
+        // nor the environment that holds it (KEYMETRICS_SECRET, SECRET_KEY…).
+        let mut e = env(&[
+            ("PM2_MACHINE_NAME", "m1"),
+            ("PM2_PUBLIC_KEY", "pub"),
+            ("PM2_SECRET_KEY", "kaDebugSecret42"),
+            ("SECRET_KEY", "kaDebugSecret42"),
+        ]);
+        e.insert("KEYMETRICS_SECRET".into(), "kaDebugSecret42".into());
+        let c = DaemonConfig::from_env(e, HostInfo::default()).unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("kaDebugSecret42"), "{shown}");
         let bad = DaemonConfig::from_env(
             env(&[
                 ("PM2_MACHINE_NAME", "m"),
