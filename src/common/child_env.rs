@@ -66,7 +66,9 @@ pub fn is_agent_var(name: &str) -> bool {
 }
 
 /// The names, among `env`, that a child must not inherit: the agent's own
-/// variables and any whose value is one of `secrets` (empty ones ignored).
+/// variables and any whose value is one of `secrets` (those shorter than
+/// [`crate::logging::MIN_REDACTED_LEN`] ignored: a test key such as `s`
+/// would match unrelated values).
 pub fn removed<I, K, V>(env: I, secrets: &[&str]) -> Vec<OsString>
 where
     I: IntoIterator<Item = (K, V)>,
@@ -75,7 +77,7 @@ where
 {
     let secrets: Vec<&OsStr> = secrets
         .iter()
-        .filter(|s| !s.is_empty())
+        .filter(|s| s.len() >= crate::logging::MIN_REDACTED_LEN)
         .map(OsStr::new)
         .collect();
     env.into_iter()
@@ -159,8 +161,9 @@ mod tests {
             names(&env, &["s3cr3t-value", ""]),
             ["SECRET_KEY", "MY_APP_VAR"]
         );
-        // An empty secret never matches empty values.
+        // An empty or short secret matches no value.
         assert!(names(&[("EMPTY", "")], &[""]).is_empty());
+        assert!(names(&[("FLAG", "true")], &["true"]).is_empty());
     }
 
     #[test]
@@ -175,7 +178,10 @@ mod tests {
     fn non_utf8_values_are_compared_as_bytes() {
         use std::os::unix::ffi::OsStrExt;
         let odd = OsStr::from_bytes(b"\xff\xfe");
-        let env = [(OsStr::new("ODD"), odd), (OsStr::new("S"), OsStr::new("k"))];
-        assert_eq!(removed(env, &["k"]), [OsString::from("S")]);
+        let env = [
+            (OsStr::new("ODD"), odd),
+            (OsStr::new("S"), OsStr::new("k-long-enough")),
+        ];
+        assert_eq!(removed(env, &["k-long-enough"]), [OsString::from("S")]);
     }
 }

@@ -359,9 +359,12 @@ pub fn dump_text_hiding(reply: &[u8], secret: &str) -> Result<Option<(String, us
 }
 
 /// Whether the raw JSON `text` may hold `secret` (escapes included): the
-/// cheap test before parsing.
+/// cheap test before parsing. A key shorter than
+/// [`crate::logging::MIN_REDACTED_LEN`] is not looked for (a test key such
+/// as `s` would match unrelated values).
 fn may_hold(text: &str, secret: &str) -> bool {
-    !secret.is_empty() && (text.contains(secret) || text.contains('\\'))
+    secret.len() >= crate::logging::MIN_REDACTED_LEN
+        && (text.contains(secret) || text.contains('\\'))
 }
 
 /// Whether `v` is the JSON string `secret`.
@@ -527,8 +530,15 @@ mod tests {
             ]),
             "variables holding the secret go (escaped or not); an app's own arguments stay"
         );
-        // Without a secret (or another one), nothing is touched.
+        // Without a secret (or a short one), nothing is touched.
         let (same, _) = dump_text_hiding(raw.as_bytes(), "").unwrap().unwrap();
+        let (short, _) = dump_text_hiding(
+            br#"{"args":[[{"pm2_env":{"name":"a","F":"true"}}]]}"#,
+            "true",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(short.contains(r#""F": "true""#), "{short}");
         assert_eq!(same, dump_text(raw.as_bytes()).unwrap().unwrap().0);
         assert!(same.contains("KEYMETRICS_SECRET"));
     }
