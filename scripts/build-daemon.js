@@ -5,6 +5,11 @@
 // next to `interactor.<platform>.node`, where src/nativeDaemon.js finds it.
 //
 //   node scripts/build-daemon.js [--profile release|dev|dist] [--target <triple>]
+//                                [--zig <zigbuild target>]
+//
+// `--zig x86_64-unknown-linux-gnu.2.28` links through `cargo zigbuild` with
+// that spelling (scripts/build-dist.js passes it with the environment of
+// scripts/zig-tools.js); the artifact still lands under `<triple>/`.
 //
 // It is built WITHOUT the `node` feature (no napi in the binary), for the
 // host triple by default, passed explicitly as `--target` so it shares the
@@ -46,7 +51,11 @@ const profileDir = cargoProfile === 'dev' ? 'debug' : cargoProfile
 const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target')
 const exe = triple.includes('windows') ? '.exe' : ''
 
-execFileSync('cargo', ['build', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', triple], { cwd: ROOT, stdio: 'inherit' })
+const zig = option('--zig', null)
+const cargoArgs = zig
+  ? ['zigbuild', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', zig]
+  : ['build', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', triple]
+execFileSync('cargo', cargoArgs, { cwd: ROOT, stdio: 'inherit' })
 
 const built = path.join(targetDir, triple, profileDir, DAEMON_NAME + exe)
 const dest = path.join(ROOT, `${DAEMON_NAME}.${suffixOf(triple)}${exe}`)
