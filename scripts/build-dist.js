@@ -19,20 +19,11 @@
 const { execFileSync } = require('child_process')
 const path = require('path')
 const zigTools = require('./zig-tools')
+const { option, hostTriple } = require('./platform')
 
 /** The oldest glibc the shipped Linux gnu binaries need (RHEL 8, Debian 10, Ubuntu 20.04). */
 const GLIBC_FLOOR = '2.28'
 const ROOT = path.join(__dirname, '..')
-
-function option (name, fallback) {
-  const at = process.argv.indexOf(name)
-  return at !== -1 && process.argv[at + 1] ? process.argv[at + 1] : fallback
-}
-
-function hostTriple () {
-  const out = execFileSync('rustc', ['-vV'], { encoding: 'utf8' })
-  return out.split('\n').find((l) => l.startsWith('host:')).slice('host:'.length).trim()
-}
 
 function main () {
   const triple = option('--target', hostTriple())
@@ -46,6 +37,8 @@ function main () {
 
   run([napi, 'build', '--platform', '--profile', 'dist', '--features', 'node', '--target', spelled,
     ...(useZig ? ['--cross-compile'] : []), '--', '--lib'])
+  // The native daemon is Unix-only (src/bin/): Windows ships the addon alone.
+  if (triple.includes('windows')) return
   run([path.join(__dirname, 'build-daemon.js'), '--profile', 'dist', '--target', triple,
     ...(useZig ? ['--zig', spelled] : [])])
 }
