@@ -5,6 +5,11 @@
 // next to `interactor.<platform>.node`, where src/nativeDaemon.js finds it.
 //
 //   node scripts/build-daemon.js [--profile release|dev|dist] [--target <triple>]
+//                                [--zig <zigbuild target>]
+//
+// `--zig x86_64-unknown-linux-gnu.2.28` links through `cargo zigbuild` with
+// that spelling (scripts/build-dist.js passes it with the environment of
+// scripts/zig-tools.js); the artifact still lands under `<triple>/`.
 //
 // It is built WITHOUT the `node` feature (no napi in the binary), for the
 // host triple by default, passed explicitly as `--target` so it shares the
@@ -15,28 +20,7 @@ const { execFileSync } = require('child_process')
 const fs = require('fs')
 const path = require('path')
 const { DAEMON_NAME, ROOT } = require('../src/nativeDaemon')
-
-function option (name, fallback) {
-  const at = process.argv.indexOf(name)
-  return at !== -1 && process.argv[at + 1] ? process.argv[at + 1] : fallback
-}
-
-function hostTriple () {
-  const out = execFileSync('rustc', ['-vV'], { encoding: 'utf8' })
-  const line = out.split('\n').find((l) => l.startsWith('host:'))
-  if (!line) throw new Error('cannot read the host triple from `rustc -vV`')
-  return line.slice('host:'.length).trim()
-}
-
-/** napi's platform suffix of a Rust target triple (x86_64-unknown-linux-gnu → linux-x64-gnu). */
-function suffixOf (triple) {
-  const [cpu, , sys, abi] = triple.split('-')
-  const arch = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm' }[cpu] || cpu
-  if (triple.includes('apple-darwin')) return `darwin-${arch}`
-  if (triple.includes('windows')) return `win32-${arch}-${abi || 'msvc'}`
-  if (sys === 'linux') return `linux-${arch}-${abi && abi.startsWith('musl') ? 'musl' : 'gnu'}`
-  return `${sys}-${arch}`
-}
+const { option, hostTriple, suffixOf } = require('./platform')
 
 const profile = option('--profile', 'release')
 const triple = option('--target', hostTriple())
@@ -46,7 +30,11 @@ const profileDir = cargoProfile === 'dev' ? 'debug' : cargoProfile
 const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target')
 const exe = triple.includes('windows') ? '.exe' : ''
 
-execFileSync('cargo', ['build', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', triple], { cwd: ROOT, stdio: 'inherit' })
+const zig = option('--zig', null)
+const cargoArgs = zig
+  ? ['zigbuild', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', zig]
+  : ['build', '--bin', DAEMON_NAME, '--profile', cargoProfile, '--target', triple]
+execFileSync('cargo', cargoArgs, { cwd: ROOT, stdio: 'inherit' })
 
 const built = path.join(targetDir, triple, profileDir, DAEMON_NAME + exe)
 const dest = path.join(ROOT, `${DAEMON_NAME}.${suffixOf(triple)}${exe}`)

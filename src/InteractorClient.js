@@ -57,11 +57,7 @@ const RPC_TIMEOUT_MS = 5000
 const DAEMON_ANSWER_TIMEOUT_MS = 7000
 const DEFAULT_DEBUG = 'interactor:*,-interactor:axon,-interactor:websocket,-interactor:pm2:client,-interactor:push'
 
-let binding = null
-function native () {
-  if (!binding) binding = require('../index.js')
-  return binding
-}
+const native = require('./native').load
 
 // ---------------------------------------------------------------------------
 // Output helpers (colours like chalk/ansis: only on a colour-capable stdout)

@@ -7,7 +7,7 @@
 
 const os = require('os')
 const path = require('path')
-const { NativeDaemon } = require('../index.js')
+const { NativeDaemon } = require('./native').load()
 const pkg = require('../package.json')
 
 // Children of the agent (the watchdog's `pm2 resurrect`) must not launch
