@@ -90,6 +90,48 @@ pub async fn rpc_call(
     })
 }
 
+/// What the Node host does with a wedged runtime (see
+/// [`daemon::stall`]), from the stall watch thread: the rescue (or, when
+/// another agent already took over, the exit) goes to JS through the
+/// threadsafe function, which Node's event loop serves without the
+/// runtime; `_rescue` relaunches the agent through `daemonize` and exits.
+/// Should the process still be there [`daemon::stall::HOST_EXIT_BOUND`]
+/// later (an exit waiting on the wedged runtime), it ends here.
+fn stall_hook(on_event: std::sync::Arc<EventCallback>) -> daemon::stall::StallHook {
+    Box::new(move |s| {
+        let json = if s.relaunch {
+            json!({"type": "rescue", "reason": s.reason})
+        } else {
+            json!({"type": "exit", "code": 1})
+        }
+        .to_string();
+        for _ in 0..100 {
+            match on_event.call(json.clone(), ThreadsafeFunctionCallMode::NonBlocking) {
+                Status::QueueFull => std::thread::sleep(Duration::from_millis(10)),
+                _ => break,
+            }
+        }
+        std::thread::sleep(daemon::stall::HOST_EXIT_BOUND);
+        tracing::error!(
+            "the agent did not exit within {} of its rescue; exiting now",
+            daemon::stall::seconds(daemon::stall::HOST_EXIT_BOUND)
+        );
+        hard_exit(1);
+    })
+}
+
+/// Ends the process without running exit handlers (which could wait on
+/// the wedged runtime).
+fn hard_exit(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
+}
+
 /// The Rust daemon behind `src/InteractorDaemon.js`.
 #[napi]
 pub struct NativeDaemon {
@@ -146,7 +188,9 @@ impl NativeDaemon {
         crate::logging::hide_secret(&self.cfg.identity.secret_key);
         crate::logging::init(self.cfg.env.get("DEBUG").map(String::as_str));
         let (tx, mut rx) = mpsc::channel::<HostEvent>(16);
-        let (handle, run) = daemon::start(self.cfg.clone(), tx);
+        let on_event = std::sync::Arc::new(on_event);
+        let (handle, run) =
+            daemon::stall::start(self.cfg.clone(), tx, stall_hook(on_event.clone()));
         self.handle = Some(handle);
         napi::bindgen_prelude::spawn(run);
         napi::bindgen_prelude::spawn(async move {

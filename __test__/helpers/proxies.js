@@ -9,6 +9,8 @@
 // Both refuse targets that are not loopback, and remember the local port of
 // every connection they open upstream, so a test can tell whether a request
 // the backend received came through them.
+// - TcpRelay: a plain TCP relay that can stop forwarding without closing
+//   (a peer gone without a FIN, as far as the agent can tell).
 // Also: makeTestPki(), a test CA and a server certificate for 127.0.0.1 and
 // localhost signed by it (openssl CLI, else a tiny Rust example with rcgen).
 
@@ -331,6 +333,92 @@ function makeTestPki (dir, how) {
   }
 }
 
+/**
+ * A plain TCP relay from a loopback port to `targetPort` that can stop
+ * forwarding without closing anything, as a hung peer or a middlebox that
+ * black-holes a flow would. `freeze()` stops reading both sides of every
+ * connection: their kernels still acknowledge what fits in the receive
+ * buffers, then the TCP windows close; no FIN, no RST, and keepalive probes
+ * are still answered. Connections accepted while frozen are held, not
+ * forwarded. `thaw()` forwards again: frozen connections resume and held
+ * ones are connected upstream.
+ */
+class TcpRelay {
+  constructor (targetPort, targetHost = '127.0.0.1') {
+    this.target = { port: targetPort, host: targetHost }
+    this.frozen = false
+    this.accepted = 0 // connections accepted, held ones included
+    this.pairs = new Set() // { client, upstream } being forwarded
+    this.held = new Set() // clients accepted while frozen
+  }
+
+  get url () { return `tcp://127.0.0.1:${this.port}` }
+
+  async start () {
+    this.server = net.createServer((client) => this._onClient(client))
+    this.port = await listen(this.server)
+    return this
+  }
+
+  _onClient (client) {
+    this.accepted++
+    client.on('error', () => client.destroy())
+    if (this.frozen) {
+      client.pause()
+      this.held.add(client)
+      client.on('close', () => this.held.delete(client))
+      return
+    }
+    this._forward(client)
+  }
+
+  _forward (client) {
+    const upstream = net.connect(this.target.port, this.target.host)
+    const pair = { client, upstream }
+    this.pairs.add(pair)
+    upstream.on('error', () => upstream.destroy())
+    const kill = () => {
+      client.destroy()
+      upstream.destroy()
+      this.pairs.delete(pair)
+    }
+    client.on('close', kill)
+    upstream.on('close', kill)
+    client.pipe(upstream)
+    upstream.pipe(client)
+  }
+
+  freeze () {
+    this.frozen = true
+    for (const { client, upstream } of this.pairs) {
+      client.unpipe(upstream)
+      upstream.unpipe(client)
+      client.pause()
+      upstream.pause()
+    }
+  }
+
+  thaw () {
+    this.frozen = false
+    for (const { client, upstream } of this.pairs) {
+      client.pipe(upstream)
+      upstream.pipe(client)
+    }
+    for (const client of this.held) {
+      this.held.delete(client)
+      if (!client.destroyed) this._forward(client)
+    }
+  }
+
+  async stop () {
+    for (const { client, upstream } of this.pairs) { client.destroy(); upstream.destroy() }
+    for (const client of this.held) client.destroy()
+    this.pairs.clear()
+    this.held.clear()
+    if (this.server) await new Promise((resolve) => this.server.close(() => resolve()))
+  }
+}
+
 /** A loopback port nothing listens on (bound, then released). */
 async function closedPort () {
   const server = net.createServer()
@@ -339,4 +427,4 @@ async function closedPort () {
   return port
 }
 
-module.exports = { ConnectProxy, SocksProxy, makeTestPki, closedPort }
+module.exports = { ConnectProxy, SocksProxy, TcpRelay, makeTestPki, closedPort }

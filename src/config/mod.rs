@@ -105,8 +105,18 @@ pub struct DaemonConfig {
     pub pm2_binary_path: Option<PathBuf>,
     /// `PM2_AGENT_FAULT_INJECTION` (testing aid): `panic:daemon` or
     /// `panic:status` makes that task panic once the agent runs, to
-    /// exercise the self-rescue path.
+    /// exercise the self-rescue path; `block:runtime` blocks the runtime
+    /// (see [`crate::daemon::stall`]).
     pub fault_injection: Option<String>,
+    /// How long the runtime may make no progress before the stall watch
+    /// relaunches the agent (`PM2_AGENT_STALL_TIMEOUT`, ms, default 30 s;
+    /// `0` turns the watch off).
+    pub stall_timeout: Option<Duration>,
+    /// How long a connection to PM2.io may go without an answer from the
+    /// peer (WebSocket: no frame; Axon: written bytes neither acknowledged
+    /// nor taken) before it counts as dead and is reopened
+    /// (`PM2_AGENT_DEAD_PEER_TIMEOUT`, ms, default 15 s).
+    pub dead_peer_timeout: Duration,
     /// Watchdog: `PM2_AGENT_WATCHDOG=false` turns it off.
     pub watchdog: bool,
     /// Delay before the watchdog starts (`PM2_AGENT_WATCHDOG_DELAY`, ms).
@@ -247,6 +257,13 @@ impl DaemonConfig {
             trace_censoring,
             pm2_binary_path: get("PM2_BINARY_PATH").map(PathBuf::from),
             fault_injection: get("PM2_AGENT_FAULT_INJECTION"),
+            stall_timeout: match number("PM2_AGENT_STALL_TIMEOUT", 30_000)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms.max(100))),
+            },
+            dead_peer_timeout: Duration::from_millis(
+                number("PM2_AGENT_DEAD_PEER_TIMEOUT", 15_000)?.max(300),
+            ),
             watchdog: !matches!(
                 get("PM2_AGENT_WATCHDOG").as_deref(),
                 Some("false") | Some("0")

@@ -14,6 +14,7 @@
 //! binary ([`crate::host`]).
 
 pub mod rpc_server;
+pub mod stall;
 pub mod verify;
 pub mod watchdog;
 pub mod workers;

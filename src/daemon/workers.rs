@@ -230,7 +230,8 @@ impl Workers {
                     json_patch: cfg.ws_json_patch,
                     gzip: cfg.ws_gzip,
                     ..WebSocketOptions::default()
-                };
+                }
+                .with_dead_peer_timeout(cfg.dead_peer_timeout);
                 let ws = WebSocket::new(cfg.identity.clone(), options);
                 Link::spawn(ws, link, route, role, inbound)
                     .map(|t| Arc::new(t) as Arc<dyn Transporter>)
@@ -239,6 +240,7 @@ impl Workers {
                 let options = AxonOptions {
                     system_metadata: cfg.system_metadata(),
                     status_interval: cfg.status_interval,
+                    dead_peer_timeout: cfg.dead_peer_timeout,
                     ..AxonOptions::default()
                 };
                 let axon = Axon::new(cfg.identity.clone(), options);

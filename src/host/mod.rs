@@ -10,7 +10,8 @@
 //!   `NODE_CHANNEL_FD` (Node's `json` serialization, [`crate::socket::ipc`]);
 //! - turns SIGTERM, SIGINT and SIGHUP into a clean exit (like `kill` over
 //!   `interactor.sock`);
-//! - on a fatal error relaunches itself ([`rescue`]), then exits.
+//! - on a fatal error relaunches itself ([`rescue`]), then exits; so does
+//!   a wedged runtime, from the stall watch's thread ([`daemon::stall`]).
 //!
 //! Everything runs on one thread (a tokio current-thread runtime; short-lived
 //! blocking-pool threads appear only for DNS lookups and file reads): the
@@ -27,6 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::DaemonConfig;
+use crate::daemon::stall::{StallHook, Stalled};
 use crate::daemon::{self, DaemonHandle, HostEvent};
 use crate::socket::ipc::{IpcChannel, IpcChannelError};
 
@@ -89,7 +91,7 @@ pub fn run() -> i32 {
             return ERROR_EXIT;
         }
     };
-    let end = rt.block_on(host_loop(cfg, &mut channel));
+    let end = rt.block_on(host_loop(cfg, &mut channel, started));
     rt.shutdown_timeout(Duration::from_secs(1));
 
     match end {
@@ -114,10 +116,13 @@ pub fn run() -> i32 {
     }
 }
 
-/// Starts the daemon and serves its [`HostEvent`]s until it ends.
-async fn host_loop(cfg: DaemonConfig, channel: &mut Option<IpcChannel>) -> End {
+/// Starts the daemon (under a stall watch) and serves its [`HostEvent`]s
+/// until it ends.
+async fn host_loop(cfg: DaemonConfig, channel: &mut Option<IpcChannel>, started: Instant) -> End {
     let (tx, mut rx) = mpsc::channel::<HostEvent>(16);
-    let (handle, daemon) = daemon::start(cfg, tx);
+    let paths = cfg.paths.clone();
+    let on_stall: StallHook = Box::new(move |s| rescue_stalled(&paths, started, s));
+    let (handle, daemon) = daemon::stall::start(cfg, tx, on_stall);
     tokio::spawn(daemon);
     tokio::spawn(exit_on_signals(handle));
     while let Some(ev) = rx.recv().await {
@@ -133,6 +138,31 @@ async fn host_loop(cfg: DaemonConfig, channel: &mut Option<IpcChannel>) -> End {
     }
     tracing::error!("the daemon ended without an exit code");
     End::Exit(ERROR_EXIT)
+}
+
+/// A wedged runtime (see [`daemon::stall`]): this runs on the stall watch
+/// thread while the runtime's thread is blocked, so it relaunches the agent
+/// from here and ends the process without going back to the runtime.
+fn rescue_stalled(paths: &crate::config::Paths, started: Instant, s: Stalled) -> ! {
+    if !s.relaunch {
+        std::process::exit(ERROR_EXIT);
+    }
+    let r = rescue::Rescue {
+        paths,
+        started,
+        reason: &s.reason,
+    };
+    let code = match rescue::relaunch(&r) {
+        Ok(pid) => {
+            tracing::info!(pid, "[PM2 Agent] rescued: the new agent answered");
+            0
+        }
+        Err(e) => {
+            tracing::error!("[PM2 Agent] Failed to rescue agent : {e}");
+            ERROR_EXIT
+        }
+    };
+    std::process::exit(code)
 }
 
 /// `process.send` of the Node host: a failure is logged, never fatal (the

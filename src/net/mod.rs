@@ -166,6 +166,7 @@ pub(crate) async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, NetE
             Ok(tcp) => {
                 // Small writes (WS frames, handshakes) must not wait for Nagle.
                 let _ = tcp.set_nodelay(true);
+                crate::socket::liveness::tune(&tcp);
                 return Ok(tcp);
             }
             Err(e) => {

@@ -57,6 +57,7 @@ impl Endpoint {
             Endpoint::Tcp { host, port } => {
                 let s = TcpStream::connect((host.as_str(), *port)).await?;
                 s.set_nodelay(true)?;
+                super::liveness::tune(&s);
                 Ok(Stream::Tcp(s))
             }
         }
@@ -107,6 +108,17 @@ pub enum EndpointError {
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+}
+
+impl Stream {
+    /// A probe of the send queue (TCP on Linux only; see
+    /// [`super::liveness`]).
+    pub fn send_probe(&self) -> Option<super::liveness::SendProbe> {
+        match self {
+            Stream::Tcp(s) => super::liveness::SendProbe::of(s),
+            Stream::Unix(_) => None,
+        }
+    }
 }
 
 impl AsyncRead for Stream {

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod connection;
 pub mod endpoint;
 pub mod ipc;
+pub mod liveness;
 pub mod nssocket;
 pub mod publisher;
 pub mod rep;

@@ -2,12 +2,15 @@
 //! TCP. No reconnect here, like the JS agent's `reconnect: false`; the
 //! transporter above decides when to dial again.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::connection::{WriteError, Writer};
 use super::endpoint::{Endpoint, Stream};
+use super::liveness::SendProbe;
 use crate::protocol::lines::LineFramer;
 use crate::protocol::nssocket::{self, NsMessage};
 
@@ -94,6 +97,7 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
 #[derive(Clone)]
 pub struct NsSender {
     writer: Writer,
+    probe: Option<Arc<SendProbe>>,
 }
 
 impl NsSender {
@@ -109,6 +113,11 @@ impl NsSender {
         self.writer.pending_bytes()
     }
 
+    /// The connection's send queue (TCP on Linux; see [`super::liveness`]).
+    pub fn send_probe(&self) -> Option<Arc<SendProbe>> {
+        self.probe.clone()
+    }
+
     /// Closes the connection's writing side now, queued lines dropped (see
     /// [`Writer::abort`]).
     pub fn abort(&self) {
@@ -122,11 +131,13 @@ pub async fn connect(
     max_pending: usize,
 ) -> std::io::Result<(NsReader<tokio::io::ReadHalf<Stream>>, NsSender)> {
     let stream = endpoint.connect().await?;
+    let probe = stream.send_probe().map(Arc::new);
     let (r, w) = tokio::io::split(stream);
     Ok((
         NsReader::new(r, MAX_LINE),
         NsSender {
             writer: Writer::spawn(w, max_pending),
+            probe,
         },
     ))
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::backoff::Backoff;
 use super::connection::{WriteError, Writer};
 use super::endpoint::{Endpoint, EndpointError, Listener};
+use super::liveness::SendProbe;
 use crate::protocol::amp::{self, Arg, EncodeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ struct Shared {
     /// What a peer sent, described: a pm2-axon `sub` never writes, so any
     /// byte means the endpoint is something else (an HTTP server, TLS…).
     foreign: Mutex<Option<String>>,
+    /// Why reading the peer failed (e.g. the kernel's keepalive gave up).
+    read_error: Mutex<Option<std::io::ErrorKind>>,
 }
 
 #[derive(Clone)]
@@ -41,6 +44,8 @@ pub struct PubSocket {
     connected: watch::Receiver<bool>,
     task: Arc<tokio::task::AbortHandle>,
     max_pending: usize,
+    /// The connection's send queue (`connect_once` over TCP, on Linux).
+    probe: Option<Arc<SendProbe>>,
 }
 
 impl PubSocket {
@@ -87,6 +92,7 @@ impl PubSocket {
             connected,
             task: Arc::new(task.abort_handle()),
             max_pending,
+            probe: None,
         }
     }
 
@@ -99,6 +105,7 @@ impl PubSocket {
         max_pending: usize,
     ) -> std::io::Result<PubSocket> {
         let stream = endpoint.connect().await?;
+        let probe = stream.send_probe().map(Arc::new);
         let shared = Arc::new(Shared::default());
         let (tx, connected) = watch::channel(true);
         let (mut r, w) = tokio::io::split(stream);
@@ -113,9 +120,16 @@ impl PubSocket {
             let mut buf = [0u8; 512];
             tokio::select! {
                 n = tokio::io::AsyncReadExt::read(&mut r, &mut buf) => {
-                    if let Ok(n @ 1..) = n {
-                        *s.foreign.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(crate::protocol::sniff::describe(&buf[..n]));
+                    match n {
+                        Ok(n @ 1..) => {
+                            *s.foreign.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(crate::protocol::sniff::describe(&buf[..n]));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            *s.read_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(e.kind());
+                        }
                     }
                 }
                 _ = writer.closed() => {}
@@ -129,6 +143,7 @@ impl PubSocket {
             connected,
             task: Arc::new(task.abort_handle()),
             max_pending,
+            probe,
         })
     }
 
@@ -139,6 +154,20 @@ impl PubSocket {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Why reading the peer failed, if it did (see `connect_once`).
+    pub fn read_error(&self) -> Option<std::io::ErrorKind> {
+        *self
+            .shared
+            .read_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The send queue of a `connect_once` TCP connection (Linux).
+    pub fn send_probe(&self) -> Option<Arc<SendProbe>> {
+        self.probe.clone()
     }
 
     /// Binds and accepts any number of subscribers.
@@ -179,6 +208,7 @@ impl PubSocket {
             connected,
             task: Arc::new(task.abort_handle()),
             max_pending,
+            probe: None,
         })
     }
 

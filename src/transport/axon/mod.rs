@@ -27,7 +27,12 @@
 //! * the push backlog check resets its counter on a healthy tick, so only
 //!   *consecutive* congested ticks force a reconnect;
 //! * no DNS probe, bounded attempts, one connection at a time; the push
-//!   socket does not reconnect on its own: losing it loses the pair.
+//!   socket does not reconnect on its own: losing it loses the pair;
+//! * a peer gone without a FIN is noticed (neither wire has a ping): TCP
+//!   keepalive and `TCP_USER_TIMEOUT` on both sockets, and at every tick a
+//!   look at each socket's send queue: bytes left unacknowledged or unread
+//!   for `dead_peer_timeout` reopen the pair, with the reason
+//!   ([`crate::socket::liveness`]).
 
 mod frame;
 mod session;
@@ -79,6 +84,11 @@ pub struct AxonOptions {
     pub max_overflows: u32,
     /// Bytes each socket's writer may hold; a write beyond it is dropped.
     pub max_pending: usize,
+    /// A socket whose written bytes stay unacknowledged (or unread: a full
+    /// receive window) this long has lost its peer; checked every status
+    /// interval (`PM2_AGENT_DEAD_PEER_TIMEOUT`, see
+    /// [`crate::socket::liveness`]).
+    pub dead_peer_timeout: Duration,
     /// Proof timeout, backoff.
     pub link: LinkOptions,
     /// Offline queue of a standalone transporter (see [`AxonTransport::new`]).
@@ -94,6 +104,7 @@ impl Default for AxonOptions {
             max_buffered_bytes: MAX_BUFFERED_BYTES,
             max_overflows: MAX_OVERFLOWS,
             max_pending: 128 << 20,
+            dead_peer_timeout: Duration::from_secs(15),
             link: LinkOptions::default(),
             queue_size: PACKET_QUEUE_SIZE,
         }

@@ -18,6 +18,7 @@ use crate::protocol::amp::Arg;
 use crate::protocol::nssocket::NsMessage;
 use crate::socket::connection::WriteError;
 use crate::socket::endpoint::{Endpoint, Stream};
+use crate::socket::liveness::{self, SendWatch};
 use crate::socket::nssocket::{NsReader, NsSender};
 use crate::socket::publisher::{PubError, PubSocket};
 use crate::transport::link::{Io, Session};
@@ -65,9 +66,24 @@ impl Drop for Conn {
 
 /// Why the push socket went down, for `last_error`.
 pub(crate) fn push_failure(push: &PubSocket, endpoint: &Endpoint) -> String {
-    match push.foreign() {
-        Some(what) => format!("push {endpoint}: the peer is not a pm2-axon sub: it sent {what}"),
-        None => format!("push {endpoint}: connection closed by the peer"),
+    match (push.foreign(), push.read_error()) {
+        (Some(what), _) => {
+            format!("push {endpoint}: the peer is not a pm2-axon sub: it sent {what}")
+        }
+        (None, Some(std::io::ErrorKind::TimedOut)) => {
+            format!("push {endpoint}: {}", liveness::kernel_timeout_reason())
+        }
+        (None, Some(kind)) => format!("push {endpoint}: connection lost ({kind})"),
+        (None, None) => format!("push {endpoint}: connection closed by the peer"),
+    }
+}
+
+/// Why the reverse channel failed, for `last_error`.
+fn reverse_failure(e: &std::io::Error, endpoint: &Endpoint) -> String {
+    if liveness::is_peer_timeout(e) {
+        format!("reverse {endpoint}: {}", liveness::kernel_timeout_reason())
+    } else {
+        format!("reverse {endpoint}: {e}")
     }
 }
 
@@ -92,6 +108,9 @@ pub struct AxonSession {
     status: Option<(Value, Instant)>,
     /// Consecutive ticks discarded because the push backlog was too big.
     overflows: u32,
+    /// The send queues of the push and reverse sockets, looked at every
+    /// tick (a peer gone without a FIN).
+    watches: Vec<(&'static str, SendWatch)>,
 }
 
 impl AxonSession {
@@ -106,6 +125,14 @@ impl AxonSession {
         // After a slow write, carry on at the normal pace (no burst).
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let push_up = conn.push.0.connection();
+        let limit = setup.opts.dead_peer_timeout;
+        let watches = [
+            ("push", conn.push.0.send_probe()),
+            ("reverse", conn.sender.send_probe()),
+        ]
+        .into_iter()
+        .filter_map(|(which, probe)| Some((which, SendWatch::new(probe?, limit))))
+        .collect();
         AxonSession {
             setup,
             target,
@@ -116,7 +143,23 @@ impl AxonSession {
             pending: VecDeque::new(),
             status: None,
             overflows: 0,
+            watches,
         }
+    }
+
+    /// `Err(reason)` when a socket's peer stopped taking what we write.
+    fn check_peers(&mut self) -> Result<(), String> {
+        for (which, watch) in &mut self.watches {
+            if let Err(stuck) = watch.check() {
+                let endpoint = match *which {
+                    "push" => &self.target.push,
+                    _ => &self.target.pull,
+                };
+                debug!(socket = *which, still = ?stuck.still, queued = stuck.queued, "Axon: the peer stopped taking bytes");
+                return Err(format!("{which} {endpoint}: {}", stuck.reason()));
+            }
+        }
+        Ok(())
     }
 
     /// Takes what the route has, up to the room left in the per-tick
@@ -339,9 +382,10 @@ impl Session for AxonSession {
                 "reverse {}: connection closed by the server",
                 self.target.pull
             )),
-            AxonEvent::Reverse(Err(e)) => Err(format!("reverse {}: {e}", self.target.pull)),
+            AxonEvent::Reverse(Err(e)) => Err(reverse_failure(&e, &self.target.pull)),
             AxonEvent::PushDown => Err(push_failure(&self.conn.push.0, &self.target.push)),
             AxonEvent::Tick => {
+                self.check_peers()?;
                 self.flush(io).await?;
                 // Room again in the buffer: take what waited in the route.
                 self.pull(io)

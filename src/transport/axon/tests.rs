@@ -697,3 +697,116 @@ async fn dropping_the_handle_closes_the_sockets() {
     assert!(sub.closed().await);
     assert_eq!(ns.line().await, None);
 }
+
+/// Reads and discards what arrives on the push socket, in the background.
+fn drain(mut sub: Sub) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { while let Ok(Some(_)) = sub.0.read_message().await {} })
+}
+
+/// Dead-peer timers short, and the backlog rule out of the way.
+fn dead_peer_opts() -> AxonOptions {
+    AxonOptions {
+        dead_peer_timeout: Duration::from_millis(300),
+        max_buffered_bytes: usize::MAX,
+        max_overflows: u32::MAX,
+        ..opts()
+    }
+}
+
+#[tokio::test]
+async fn a_push_peer_that_stops_taking_bytes_reopens_the_pair() {
+    // The push peer stays connected, its kernel acknowledges what fits,
+    // then its window closes: nothing is closed, nothing errors.
+    let backend = Backend::start().await;
+    let (t, _rx) = transport(dead_peer_opts());
+    let (_stuck_sub, _ns1) = connected(&backend, &t).await;
+    let big = "x".repeat(256 << 10);
+    let feeder = {
+        let route = t.route().clone();
+        tokio::spawn(async move {
+            loop {
+                route.push(Packet::new("logs", json!({ "data": big })));
+                route.push(status());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (sub, mut ns) = backend.accept().await;
+    feeder.abort();
+    let err = t.last_error().unwrap();
+    let push = backend.push.local_addr().unwrap();
+    assert!(
+        err.starts_with(&format!("push tcp://{push}: no answer from the peer for ")),
+        "{err}"
+    );
+    assert!(
+        err.contains("bytes written and neither acknowledged nor read"),
+        "{err}"
+    );
+    wait_until("reconnected", || t.is_connected()).await;
+    assert_eq!(t.stats().connects, 2);
+    // Data flows again on the new pair.
+    ns.ask().await;
+    assert!(ns.line().await.unwrap().starts_with(r#"["ask:rep""#));
+    let mut sub = sub;
+    t.send(ev(7));
+    t.send(status());
+    loop {
+        let (_, b) = sub.push_frame().await;
+        if b["process:event"] == json!([{"i": 7}]) {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reverse_peer_that_stops_taking_bytes_reopens_the_pair() {
+    let backend = Backend::start().await;
+    let (t, _rx) = transport(dead_peer_opts());
+    let (sub, _stuck_ns) = connected(&backend, &t).await;
+    let draining = drain(sub);
+    // Replies go on the reverse channel, which the server no longer reads.
+    let big = "y".repeat(256 << 10);
+    let feeder = {
+        let route = t.route().clone();
+        tokio::spawn(async move {
+            loop {
+                route.push(Packet::new("trigger:pm2:result", json!({ "ret": big })));
+                route.push(status());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (_sub2, _ns2) = backend.accept().await;
+    feeder.abort();
+    draining.abort();
+    let err = t.last_error().unwrap();
+    let pull = backend.pull.local_addr().unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "reverse tcp://{pull}: no answer from the peer for "
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn live_peers_are_never_taken_for_dead_ones() {
+    // Both peers read everything: the same traffic never trips the check.
+    let backend = Backend::start().await;
+    let (t, _rx) = transport(dead_peer_opts());
+    let (sub, mut ns) = connected(&backend, &t).await;
+    let draining = drain(sub);
+    let reading = tokio::spawn(async move { while ns.line().await.is_some() {} });
+    let big = "z".repeat(64 << 10);
+    for _ in 0..60 {
+        t.send(Packet::new("logs", json!({ "data": big })));
+        t.send(Packet::new("trigger:pm2:result", json!({ "ret": big })));
+        t.send(status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(t.is_connected());
+    assert_eq!(t.stats().connects, 1, "{:?}", t.last_error());
+    draining.abort();
+    reading.abort();
+}

@@ -81,6 +81,18 @@ impl Default for WebSocketOptions {
     }
 }
 
+impl WebSocketOptions {
+    /// The dead-peer timeout (`PM2_AGENT_DEAD_PEER_TIMEOUT`): no frame for
+    /// this long means the peer is gone. Pings go every 5 s as the JS
+    /// agent's, or three times per timeout when that is shorter, so a live
+    /// peer always has a pong to show.
+    pub fn with_dead_peer_timeout(mut self, timeout: Duration) -> Self {
+        self.dead_after = timeout;
+        self.ping_interval = (timeout / 3).min(Duration::from_secs(5));
+        self
+    }
+}
+
 /// Why a connection attempt (or a `connect` call) failed. The `Display`
 /// text is what `last_error` reports.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -241,8 +241,8 @@ impl Session for WsSession {
             }
             WsEvent::Ping => self.write(Message::Ping(Bytes::new())).await,
             WsEvent::Dead => Err(format!(
-                "no data from the server for {:?}",
-                self.opts.dead_after
+                "no answer from the peer for {} (no frame, not even a pong)",
+                crate::daemon::stall::seconds(self.opts.dead_after)
             )),
         }
     }

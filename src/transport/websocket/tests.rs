@@ -470,7 +470,7 @@ async fn dead_peer_is_detected_and_replaced() {
     assert!(
         t.last_error()
             .unwrap()
-            .starts_with("no data from the server for 300ms"),
+            .starts_with("no answer from the peer for 0.3 s"),
         "{:?}",
         t.last_error()
     );
