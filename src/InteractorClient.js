@@ -221,18 +221,21 @@ function killPreviousAgent (prevPid, pidPath, newPid) {
 }
 
 /**
- * The agent holding `$PM2_HOME/agent.lock`, when it took it less than
- * ATTACH_WINDOW_MS ago (the lock file names it and is written when taken):
- * its pid, else null.
+ * The live process `$PM2_HOME/agent.lock` names (the agent writes its pid
+ * there when it takes the lock), as {pid, fresh}: `fresh` when it took the
+ * lock less than ATTACH_WINDOW_MS ago. Null when there is no such file or
+ * its process is gone (a stale lock file).
  */
-function freshLockHolder (pm2Home) {
+function lockHolder (pm2Home) {
   const file = path.join(pm2Home, 'agent.lock')
   try {
-    if (Date.now() - fs.statSync(file).mtimeMs > ATTACH_WINDOW_MS) return null
+    const age = Date.now() - fs.statSync(file).mtimeMs
     const pid = parseInt(fs.readFileSync(file, 'utf8'), 10)
     if (!Number.isInteger(pid) || pid <= 0) return null
     process.kill(pid, 0)
-    return pid
+    // A zombie (a dead agent not reaped yet) holds nothing.
+    if (process.platform === 'linux' && /^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))) return null
+    return { pid, fresh: age <= ATTACH_WINDOW_MS }
   } catch (e) {
     return null
   }
@@ -247,9 +250,9 @@ function freshLockHolder (pm2Home) {
  * agent, a JS agent, other keys, no outcome in time): `done(null)`, and the
  * caller restarts it as the JS agent does.
  */
-function attachToFresh (conf, infos, done) {
-  const pid = freshLockHolder(pathsOf(conf).PM2_HOME)
-  if (!pid) return done(null)
+function attachToFresh (conf, infos, holder, done) {
+  if (!holder || !holder.fresh) return done(null)
+  const pid = holder.pid
   const address = socketAddress(conf.INTERACTOR_RPC_PORT)
   const deadline = Date.now() + DAEMON_ANSWER_TIMEOUT_MS
   const ask = () => {
@@ -472,7 +475,8 @@ module.exports = class InteractorDaemonizer {
   static launchOrAttach (conf, infos, cb) {
     this.ping(conf, (err, online) => {
       if (!err && online) {
-        return attachToFresh(conf, infos, (msg) => {
+        const holder = lockHolder(pathsOf(conf).PM2_HOME)
+        return attachToFresh(conf, infos, holder, (msg) => {
           if (msg) {
             log('Interactor just started by a concurrent launch, attached to it')
             return reportOutcome(msg, undefined, cb)
@@ -480,7 +484,10 @@ module.exports = class InteractorDaemonizer {
           log('Interactor online, restarting it...')
           this.launchRPC(conf, (err) => {
             if (err || typeof this.rpc.kill !== 'function') return this.daemonize(conf, infos, cb)
-            this.rpc.kill((ignoredErr) => {
+            // One of ours is killed only if it is still the one we found
+            // (`kill(pid)`): not an agent a concurrent launch just started.
+            const args = holder ? [holder.pid] : []
+            this.rpc.kill(...args, (ignoredErr) => {
               this.daemonize(conf, infos, cb)
             })
           })

@@ -28,9 +28,22 @@ pub async fn bind(
 ) -> Result<InteractorRpc, EndpointError> {
     let server = RpcServer::new();
     let stopper = stop.clone();
-    server.expose("kill", &["cb"], move |_| {
+    server.expose("kill", &["cb"], move |args| {
         let stopper = stopper.clone();
         async move {
+            // `kill(pid, cb)`: only if this agent is `pid`. A launcher that
+            // decided to restart one agent must not stop the one a
+            // concurrent launch has just started in its place. The CLI's
+            // `kill(cb)` (no argument) is unconditional, as in JS.
+            if let Some(wanted) = args.first().and_then(Value::as_u64) {
+                let me = u64::from(std::process::id());
+                if wanted != me {
+                    tracing::info!(wanted, "kill for another agent ignored");
+                    return Err(crate::protocol::rpc::RemoteError::message(format!(
+                        "not killed: this agent is pid {me}, not {wanted}"
+                    )));
+                }
+            }
             tracing::info!("kill requested over interactor.sock");
             // Reply first; the daemon then stops and removes its files. The
             // reply is written before the socket closes (see shutdown()).
