@@ -22,7 +22,8 @@
 //!   unchanged (the holder's pid in it) and exits 0.
 //!
 //! So every concurrent launcher is answered with the running agent's
-//! outcome, and the losers leave quietly.
+//! outcome, and the losers leave quietly (the JS agent had no such guard:
+//! docs/js-agent-behaviour.md §6.21).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, SeekFrom, Write};
@@ -85,7 +86,9 @@ pub enum TryLock {
     Acquired(AgentLock),
     /// Another process holds it; `holder` is the pid its file names (if it
     /// could be read).
-    Busy { holder: Option<u32> },
+    Busy {
+        holder: Option<u32>,
+    },
 }
 
 /// `$PM2_HOME/agent.lock`.
@@ -296,7 +299,11 @@ mod tests {
             TryLock::Acquired(l) => l,
             other => panic!("{other:?}"),
         };
-        let mode = std::fs::metadata(lock_path(&dir)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(lock_path(&dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         // SAFETY: F_GETFD on a descriptor we own.
         let flags = unsafe { libc::fcntl(lock._file.as_raw_fd(), libc::F_GETFD) };
