@@ -61,7 +61,7 @@ const faultsOnly = flag('--faults')
 const withFaults = option('--with-faults', null)
 const badWithFaults = flag('--with-faults') && !['both', 'node', 'native'].includes(withFaults)
 if (!['both', 'node', 'native'].includes(mode) || badWithFaults || (faultsOnly && flag('--with-faults'))) {
-  console.error(`usage: node scripts/test-node.js [--mode both|node|native] [--faults | --with-faults node|native|both]`)
+  console.error('usage: node scripts/test-node.js [--mode both|node|native] [--faults | --with-faults node|native|both]')
   process.exit(2)
 }
 

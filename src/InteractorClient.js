@@ -486,7 +486,9 @@ module.exports = class InteractorDaemonizer {
             if (err || typeof this.rpc.kill !== 'function') return this.daemonize(conf, infos, cb)
             // One of ours is killed only if it is still the one we found
             // (`kill(pid)`): not an agent a concurrent launch just started.
-            const args = holder ? [holder.pid] : []
+            // A JS agent's `kill(cb)` would take the pid for its callback:
+            // it gets no argument.
+            const args = holder && isOurAgent(holder.pid) ? [holder.pid] : []
             this.rpc.kill(...args, (ignoredErr) => {
               this.daemonize(conf, infos, cb)
             })
