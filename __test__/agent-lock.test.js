@@ -3,7 +3,8 @@
 // box against a real PM2: concurrent launchers all get the one running
 // agent's outcome, a daemon that loses the lock leaves the winner's files
 // alone, a lock left by a SIGKILLed agent does not block, a restart waits
-// for the old agent's lock, and the lock is never inherited. Runs in both
+// for the old agent's lock, self-rescue hands the lock over to the
+// relaunched agent, and the lock is never inherited. Runs in both
 // modes (the lock is taken in the daemon code both hosts share).
 
 const test = require('node:test')
@@ -139,4 +140,19 @@ test('a lock file left by a SIGKILLed agent does not block a start', async () =>
   assert.notEqual(msg.pid, old)
   assert.equal(await theAgent(), msg.pid)
   assert.equal(readText(LOCK), String(msg.pid))
+})
+
+test('self-rescue hands the lock over: the relaunched agent holds it, the failed one is gone', async () => {
+  const before = await theAgent()
+  await killAgent()
+  process.env.PM2_AGENT_FAULT_INJECTION = 'panic:daemon'
+  let first
+  try { first = await launchAgent(stage.backend, KEYS) } finally { delete process.env.PM2_AGENT_FAULT_INJECTION }
+  assert.notEqual(first.pid, before)
+  await waitUntil(() => !alive(first.pid), 20000, 100, 'the failing agent to leave')
+  const rescued = await theAgent()
+  assert.notEqual(rescued, first.pid)
+  await waitUntil(() => readText(LOCK) === String(rescued), 10000, 100, 'agent.lock to name the rescued agent')
+  assert.deepEqual(processesHolding(LOCK).map((h) => h.pid), [rescued])
+  assert.equal(readText(constants.INTERACTOR_PID_PATH), String(rescued))
 })

@@ -475,7 +475,11 @@ module.exports = class InteractorDaemonizer {
   static launchOrAttach (conf, infos, cb) {
     this.ping(conf, (err, online) => {
       if (!err && online) {
-        const holder = lockHolder(pathsOf(conf).PM2_HOME)
+        const home = pathsOf(conf).PM2_HOME
+        // Which agent this is, decided now: by the time the kill is sent
+        // it may be gone, and its /proc entry with it.
+        const holder = lockHolder(home)
+        const ours = Boolean(holder && isOurAgent(holder.pid))
         return attachToFresh(conf, infos, holder, (msg) => {
           if (msg) {
             log('Interactor just started by a concurrent launch, attached to it')
@@ -487,9 +491,13 @@ module.exports = class InteractorDaemonizer {
             // One of ours is killed only if it is still the one we found
             // (`kill(pid)`): not an agent a concurrent launch just started.
             // A JS agent's `kill(cb)` would take the pid for its callback:
-            // it gets no argument.
-            const args = holder && isOurAgent(holder.pid) ? [holder.pid] : []
-            this.rpc.kill(...args, (ignoredErr) => {
+            // it gets no argument, unless one of ours took the lock since
+            // (then there is nothing to kill: the new daemon attaches).
+            if (!ours) {
+              const now = lockHolder(home)
+              if (now && isOurAgent(now.pid)) return this.daemonize(conf, infos, cb)
+            }
+            this.rpc.kill(...(ours ? [holder.pid] : []), (ignoredErr) => {
               this.daemonize(conf, infos, cb)
             })
           })

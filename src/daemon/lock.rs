@@ -7,8 +7,10 @@
 //! dead agent never blocks a start. The file is opened close-on-exec (Rust
 //! opens every file with `O_CLOEXEC`), so nothing the agent starts (the
 //! watchdog's `pm2 resurrect` and the PM2 daemon it leaves behind, a
-//! rescued agent) inherits it. The file holds the holder's pid, for people
-//! and for the log; the lock itself is what counts.
+//! rescued agent) inherits it. The file holds the holder's pid (and its
+//! mtime says when it was taken): for people, for the log, and for
+//! launchers, which tell by it which agent they found (`launchOrAttach`);
+//! the lock itself is what decides.
 //!
 //! A daemon that finds the lock taken (another launcher's daemon won the
 //! race, or the previous agent is still shutting down after `kill`) does
@@ -113,13 +115,15 @@ pub fn try_lock(pm2_home: &Path) -> Result<TryLock, LockError> {
     })?;
     match file.try_lock() {
         Ok(()) => {
-            // Diagnostics only: a failure to record the pid is no reason
-            // to give the lock up.
+            // Written over the previous pid, then cut to length: a reader
+            // sees one pid or the other, never an empty file. A failure
+            // to record it is no reason to give the lock up.
             let pid = std::process::id();
+            let line = format!("{pid}\n");
             let written = file
-                .set_len(0)
-                .and_then(|_| file.seek(SeekFrom::Start(0)))
-                .and_then(|_| file.write_all(format!("{pid}\n").as_bytes()));
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| file.write_all(line.as_bytes()))
+                .and_then(|_| file.set_len(line.len() as u64));
             if let Err(e) = written {
                 tracing::debug!(path = %path.display(), "could not record our pid in the lock file: {e}");
             }
@@ -284,8 +288,13 @@ mod tests {
     #[test]
     fn a_stale_file_does_not_block() {
         let dir = home("stale");
-        std::fs::write(lock_path(&dir), "999999999\n").unwrap();
+        std::fs::write(lock_path(&dir), "999999999999\n").unwrap();
         assert!(matches!(try_lock(&dir).unwrap(), TryLock::Acquired(_)));
+        // The longer pid of the dead holder is overwritten, then cut.
+        assert_eq!(
+            std::fs::read_to_string(lock_path(&dir)).unwrap(),
+            format!("{}\n", std::process::id())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
