@@ -279,7 +279,8 @@ test('a spawn failure reaches the callback once', async (t) => {
   assert.equal(args.length, 1)
   assert.equal(args[0].code, 'ENOENT')
   assert.equal(r.calls.length, 1)
-  assert.equal(fs.readFileSync(cst.INTERACTOR_PID_PATH, 'utf8'), '')
+  // the daemon writes agent.pid (once it holds agent.lock), never the launcher
+  assert.equal(fs.existsSync(cst.INTERACTOR_PID_PATH), false)
 })
 
 test('agent.pid of a process that is not an agent: left alone', { skip: process.platform !== 'linux' }, async (t) => {
@@ -310,6 +311,25 @@ test('agent.pid of a previous agent: it gets SIGTERM', async (t) => {
   assert.deepEqual(await exited, { code: null, signal: 'SIGTERM' })
   assert.equal(fs.readFileSync(cst.INTERACTOR_PID_PATH, 'utf8'), String(child.pid))
 })
+
+for (const host of ['node', 'native']) {
+  test(`agent.pid of one of our agents ([${host}] title): left alone, agent.lock decides`, { skip: process.platform !== 'linux' }, async (t) => {
+    const { home, cst } = setup(t, 'active')
+    // what `ps` shows for our daemon: the title is its whole command line
+    const ours = childProcess.spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], {
+      stdio: 'ignore', argv0: `PM2 Agent v0.1.0 [${host}]: (${home})`
+    })
+    t.after(() => killIfAlive(ours.pid))
+    await waitFor(() => fs.readFileSync(`/proc/${ours.pid}/cmdline`, 'utf8').startsWith('PM2 Agent v0.1.0'), 'the title')
+    fs.writeFileSync(cst.INTERACTOR_PID_PATH, String(ours.pid))
+    const r = run(t, (cb) => InteractorClient.daemonize(cst, baseConf(), cb))
+    const [err] = await r.first
+    await r.settled()
+    assert.equal(err, null)
+    assert.equal(isAlive(ours.pid), true)
+    assert.equal(ours.signalCode, null)
+  })
+}
 
 test('launchAndInteract: masked secret in the Using line, conf written, caller constants kept', async (t) => {
   const { home } = setup(t, 'active')

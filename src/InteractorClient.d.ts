@@ -98,6 +98,9 @@ declare namespace InteractorClient {
   /**
    * daemonize / launchOrAttach / launchAndInteract callback; called once, with one of:
    * - `(null, msg, child)`   the agent answered (active, or inactive but not pending, or a `log` message);
+   *                          when another agent already held agent.lock, `msg` is that agent's answer
+   *                          (its pid), and `child` is undefined when launchOrAttach attached to an
+   *                          agent a concurrent launch had just started;
    * - `(null, {}, child)`    no answer within 7 s (a warning is printed, the agent keeps retrying);
    * - `(msg)`                the backend refused: km_data.error, km_data.disabled,
    *                          km_data.active === false && km_data.pending === true, or the agent gave up
@@ -174,7 +177,11 @@ declare class InteractorClient {
     cb?: InteractorClient.LaunchCallback
   ): void
 
-  /** Restart a running agent (killed first) or start it. See LaunchCallback. */
+  /**
+   * Restart a running agent (killed first) or start it. An agent of this package that took
+   * agent.lock less than 10 s ago with the same keys (a concurrent launch) is attached to
+   * instead of restarted. See LaunchCallback.
+   */
   static launchOrAttach (
     conf: InteractorClient.ClientConstants,
     infos: InteractorClient.InteractionConf,
@@ -182,8 +189,8 @@ declare class InteractorClient {
   ): void
 
   /**
-   * Spawn the agent (detached, stdio [ignore, agent.log, agent.log, ipc]), write agent.pid,
-   * wait 7 s at most for its IPC answer. See LaunchCallback.
+   * Spawn the agent (detached, stdio [ignore, agent.log, agent.log, ipc]; the agent writes
+   * agent.pid once it holds agent.lock), wait 7 s at most for its IPC answer. See LaunchCallback.
    */
   static daemonize (
     cst: InteractorClient.ClientConstants,

@@ -26,6 +26,16 @@
  *    never call a method that was not set up.
  *  - the daemon's process title carries its host:
  *    `PM2 Agent v<version> [node]: (<PM2_HOME>)` or `[native]`.
+ *  - one agent per PM2_HOME: the daemon takes `$PM2_HOME/agent.lock` before
+ *    anything else and writes agent.pid itself once it holds it (daemonize
+ *    does not). A daemon that finds the lock taken answers its launcher
+ *    with the running agent's outcome (the same IPC message, that agent's
+ *    pid in it) and exits 0, so concurrent launchers all get the winner's
+ *    answer. daemonize still SIGTERMs a previous agent named by agent.pid,
+ *    but only a foreign (JS) one: ours are left to the lock. launchOrAttach
+ *    still restarts a running agent, except one of ours that took the lock
+ *    less than 10 s ago with the same keys (a concurrent launch): it is
+ *    attached to (its outcome handed over) instead of restarted.
  *
  * Which daemon daemonize spawns: `node src/InteractorDaemon.js` by default;
  * the native binary (`keymetrics-agent-daemon.<platform>`, see
@@ -55,6 +65,9 @@ const log = util.debuglog('interactor')
 const PING_TIMEOUT_MS = 2000
 const RPC_TIMEOUT_MS = 5000
 const DAEMON_ANSWER_TIMEOUT_MS = 7000
+// An agent that took agent.lock less than this ago, with the same keys, is
+// attached to rather than restarted by launchOrAttach (concurrent launches).
+const ATTACH_WINDOW_MS = 10000
 const DEFAULT_DEBUG = 'interactor:*,-interactor:axon,-interactor:websocket,-interactor:pm2:client,-interactor:push'
 
 const native = require('./native').load
@@ -155,22 +168,108 @@ function looksLikeAgent (pid) {
   return cmdline.includes('InteractorDaemon') || /^PM2 Agent v/.test(cmdline)
 }
 
-function killPreviousAgent (pidPath, newPid) {
-  let prevPid
+const OUR_DAEMON_SCRIPT = path.join(__dirname, 'InteractorDaemon.js')
+
+/**
+ * On Linux, whether the process `pid` is one of this package's daemons
+ * (Node or native host: the `[node]` / `[native]` title, or our
+ * InteractorDaemon.js before Node set the title). Those take
+ * `$PM2_HOME/agent.lock`, which decides between them: a launcher never
+ * signals them by pid (the one it would hit may be the agent another
+ * launcher just started). Elsewhere: false.
+ */
+function isOurAgent (pid) {
+  if (process.platform !== 'linux') return false
+  let cmdline
   try {
-    prevPid = parseInt(fs.readFileSync(pidPath, 'utf8'), 10)
+    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
   } catch (e) {
-    return
+    return false
   }
-  if (!Number.isInteger(prevPid) || prevPid <= 0) return
+  return /^PM2 Agent v\S+ \[(node|native)\]/.test(cmdline) || cmdline.split('\0').includes(OUR_DAEMON_SCRIPT)
+}
+
+/** The pid agent.pid names, if any. */
+function readPidFile (pidPath) {
+  try {
+    const pid = parseInt(fs.readFileSync(pidPath, 'utf8'), 10)
+    return Number.isInteger(pid) && pid > 0 ? pid : null
+  } catch (e) {
+    return null
+  }
+}
+
+/** SIGTERM to the previous agent `prevPid` (read from `pidPath` before the spawn), if it is a foreign (JS) agent. */
+function killPreviousAgent (prevPid, pidPath, newPid) {
+  if (!prevPid) return
   if (prevPid === process.pid || prevPid === newPid) return
   if (!looksLikeAgent(prevPid)) {
     log('pid %d from %s is not an agent, left alone', prevPid, pidPath)
     return
   }
+  if (isOurAgent(prevPid)) {
+    log('pid %d from %s is one of our agents: agent.lock decides, left alone', prevPid, pidPath)
+    return
+  }
   try {
     process.kill(prevPid)
   } catch (e) {}
+}
+
+/**
+ * The live process `$PM2_HOME/agent.lock` names (the agent writes its pid
+ * there when it takes the lock), as {pid, fresh}: `fresh` when it took the
+ * lock less than ATTACH_WINDOW_MS ago. Null when there is no such file or
+ * its process is gone (a stale lock file).
+ */
+function lockHolder (pm2Home) {
+  const file = path.join(pm2Home, 'agent.lock')
+  try {
+    const age = Date.now() - fs.statSync(file).mtimeMs
+    const pid = parseInt(fs.readFileSync(file, 'utf8'), 10)
+    if (!Number.isInteger(pid) || pid <= 0) return null
+    process.kill(pid, 0)
+    // A zombie (a dead agent not reaped yet) holds nothing.
+    if (process.platform === 'linux' && /^\d+ \(.*\) Z/s.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))) return null
+    return { pid, fresh: age <= ATTACH_WINDOW_MS }
+  } catch (e) {
+    return null
+  }
+}
+
+/**
+ * launchOrAttach found an agent online. When it is one of ours that a
+ * concurrent launch started moments ago with the same keys, restarting it
+ * would only undo that launch: wait (DAEMON_ANSWER_TIMEOUT_MS at most) for
+ * its outcome (`launchOutcome` on interactor.sock, the IPC message it sent
+ * its own launcher) and hand it over: `done(msg)`. Anything else (an older
+ * agent, a JS agent, other keys, no outcome in time): `done(null)`, and the
+ * caller restarts it as the JS agent does.
+ */
+function attachToFresh (conf, infos, holder, done) {
+  if (!holder || !holder.fresh) return done(null)
+  const pid = holder.pid
+  const address = socketAddress(conf.INTERACTOR_RPC_PORT)
+  const deadline = Date.now() + DAEMON_ANSWER_TIMEOUT_MS
+  const ask = () => {
+    let pending
+    try {
+      pending = native().rpcCall(address, 'launchOutcome', [], 1000)
+    } catch (e) {
+      pending = Promise.reject(e)
+    }
+    pending.then((res) => res, () => []).then((res) => {
+      const msg = Array.isArray(res) && res[0] && typeof res[0] === 'object' ? res[0] : null
+      if (msg) {
+        const same = msg.pid === pid && msg.public_key === infos.public_key &&
+          msg.secret_key === infos.secret_key && msg.machine_name === infos.machine_name
+        return done(same ? msg : null)
+      }
+      if (Date.now() >= deadline) return done(null)
+      setTimeout(ask, 100)
+    })
+  }
+  ask()
 }
 
 /**
@@ -372,11 +471,31 @@ module.exports = class InteractorDaemonizer {
   static launchOrAttach (conf, infos, cb) {
     this.ping(conf, (err, online) => {
       if (!err && online) {
-        log('Interactor online, restarting it...')
-        this.launchRPC(conf, (err) => {
-          if (err || typeof this.rpc.kill !== 'function') return this.daemonize(conf, infos, cb)
-          this.rpc.kill((ignoredErr) => {
-            this.daemonize(conf, infos, cb)
+        const home = pathsOf(conf).PM2_HOME
+        // Which agent this is, decided now: by the time the kill is sent
+        // it may be gone, and its /proc entry with it.
+        const holder = lockHolder(home)
+        const ours = Boolean(holder && isOurAgent(holder.pid))
+        return attachToFresh(conf, infos, holder, (msg) => {
+          if (msg) {
+            log('Interactor just started by a concurrent launch, attached to it')
+            return reportOutcome(msg, undefined, cb)
+          }
+          log('Interactor online, restarting it...')
+          this.launchRPC(conf, (err) => {
+            if (err || typeof this.rpc.kill !== 'function') return this.daemonize(conf, infos, cb)
+            // One of ours is killed only if it is still the one we found
+            // (`kill(pid)`): not an agent a concurrent launch just started.
+            // A JS agent's `kill(cb)` would take the pid for its callback:
+            // it gets no argument, unless one of ours took the lock since
+            // (then there is nothing to kill: the new daemon attaches).
+            if (!ours) {
+              const now = lockHolder(home)
+              if (now && isOurAgent(now.pid)) return this.daemonize(conf, infos, cb)
+            }
+            this.rpc.kill(...(ours ? [holder.pid] : []), (ignoredErr) => {
+              this.daemonize(conf, infos, cb)
+            })
           })
         })
       } else {
@@ -660,6 +779,9 @@ module.exports = class InteractorDaemonizer {
       facts.PM2_AGENT_CONFIG_FILE = path.join(nativeDaemon.ROOT, 'config.json')
     }
 
+    // Read before the spawn: the new daemon writes its own pid there once it
+    // holds agent.lock.
+    const prevPid = readPidFile(paths.INTERACTOR_PID_PATH)
     let child
     try {
       child = childProcess.spawn(command, args, {
@@ -681,13 +803,7 @@ module.exports = class InteractorDaemonizer {
       }
     }
 
-    killPreviousAgent(paths.INTERACTOR_PID_PATH, child.pid)
-
-    try {
-      fs.writeFileSync(paths.INTERACTOR_PID_PATH, child.pid ? child.pid.toString() : '')
-    } catch (e) {
-      log('Could not write %s: %s', paths.INTERACTOR_PID_PATH, e.message)
-    }
+    killPreviousAgent(prevPid, paths.INTERACTOR_PID_PATH, child.pid)
 
     let timeout = null
     const disconnect = () => {
@@ -739,35 +855,44 @@ module.exports = class InteractorDaemonizer {
       child.on('error', noop)
       disconnect()
 
-      const km = msg.km_data && typeof msg.km_data === 'object' ? msg.km_data : null
-      if (km && km.error === true) {
-        if (!process.env.PM2_SILENT) {
-          console.log(chalk.red('[PM2.IO][ERROR]'), km.msg)
-          console.log(chalk.cyan('[PM2.IO]') + ' Contact support contact@keymetrics.io and send us the error message')
-        }
-        return cb(msg)
-      } else if (km && km.disabled === true) {
-        if (!process.env.PM2_SILENT) {
-          console.log(chalk.cyan('[PM2.IO]') + ' Server DISABLED BY ADMINISTRATION contact support contact@keymetrics.io with reference to your public and secret keys)')
-        }
-        return cb(msg)
-      } else if (km && km.active === false && km.pending === true) {
-        if (!process.env.PM2_SILENT) {
-          console.log('%s You must upgrade your bucket in order to monitor more servers.', chalk.red('[PM2.IO]'))
-        }
-        return cb(msg)
-      } else if (!km && msg.error === true) {
-        // The agent gave up reaching the backend (it exits right after).
-        if (!process.env.PM2_SILENT) {
-          console.log(chalk.red('[PM2.IO][ERROR]'), msg.msg)
-          console.log(chalk.cyan('[PM2.IO]') + ' Contact support contact@keymetrics.io and send us the error message')
-        }
-        return cb(msg)
-      }
-
-      return cb(null, msg, child)
+      return reportOutcome(msg, child, cb)
     })
   }
+}
+
+/**
+ * The launch callback for an agent's IPC message (the JS daemonize's
+ * checks and console lines): `cb(msg)` for a refusal or a give-up,
+ * `cb(null, msg, child)` otherwise.
+ */
+function reportOutcome (msg, child, cb) {
+  const km = msg.km_data && typeof msg.km_data === 'object' ? msg.km_data : null
+  if (km && km.error === true) {
+    if (!process.env.PM2_SILENT) {
+      console.log(chalk.red('[PM2.IO][ERROR]'), km.msg)
+      console.log(chalk.cyan('[PM2.IO]') + ' Contact support contact@keymetrics.io and send us the error message')
+    }
+    return cb(msg)
+  } else if (km && km.disabled === true) {
+    if (!process.env.PM2_SILENT) {
+      console.log(chalk.cyan('[PM2.IO]') + ' Server DISABLED BY ADMINISTRATION contact support contact@keymetrics.io with reference to your public and secret keys)')
+    }
+    return cb(msg)
+  } else if (km && km.active === false && km.pending === true) {
+    if (!process.env.PM2_SILENT) {
+      console.log('%s You must upgrade your bucket in order to monitor more servers.', chalk.red('[PM2.IO]'))
+    }
+    return cb(msg)
+  } else if (!km && msg.error === true) {
+    // The agent gave up reaching the backend (it exits right after).
+    if (!process.env.PM2_SILENT) {
+      console.log(chalk.red('[PM2.IO][ERROR]'), msg.msg)
+      console.log(chalk.cyan('[PM2.IO]') + ' Contact support contact@keymetrics.io and send us the error message')
+    }
+    return cb(msg)
+  }
+
+  return cb(null, msg, child)
 }
 
 // Exposed for tests and for the daemon's own use; not part of the JS API.

@@ -55,6 +55,13 @@ class Backend extends EventEmitter {
     this.tlsErrors = []
     // (body, req) => answer object; default: active with our ws endpoint.
     this.verify = opts.verify || (() => this.activeAnswer())
+    // (req, res, body) => void: when set, answers verifyPM2 itself (raw
+    // bytes, huge bodies, silence…) instead of `verify`.
+    this.rawVerify = null
+    // When true, WebSocket upgrades are accepted at TCP level and never
+    // answered (a silent peer); the held sockets are in `silentSockets`.
+    this.silentUpgrade = false
+    this.silentSockets = new Set()
   }
 
   get url () { return `${this.tls ? 'https' : 'http'}://${this.host}:${this.port}` }
@@ -77,6 +84,12 @@ class Backend extends EventEmitter {
     if (this.tls) this.server.on('tlsClientError', (err) => this.tlsErrors.push(err))
     this.wss = new WebSocket.Server({ noServer: true })
     this.server.on('upgrade', (req, socket, head) => {
+      if (this.silentUpgrade) {
+        this.silentSockets.add(socket)
+        socket.on('error', () => {})
+        socket.on('close', () => this.silentSockets.delete(socket))
+        return
+      }
       if (this.refuseWs) {
         this.refusedUpgrades = (this.refusedUpgrades || 0) + 1
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n')
@@ -114,6 +127,7 @@ class Backend extends EventEmitter {
           encrypted: Boolean(req.socket.encrypted)
         })
         this.emit('verify', parsed)
+        if (this.rawVerify) return this.rawVerify(req, res, parsed)
         const answer = this.verify(parsed, req)
         res.writeHead(200, { 'Content-Type': 'application/json' })
         return res.end(JSON.stringify(answer))
@@ -199,6 +213,8 @@ class Backend extends EventEmitter {
   /** Goes away: drops every connection and stops listening. */
   async stop () {
     clearInterval(this._slow)
+    for (const s of this.silentSockets) s.destroy()
+    this.silentSockets.clear()
     for (const ws of this.sockets) ws.terminate()
     this.sockets.clear()
     if (this.server) {

@@ -1,4 +1,7 @@
 //! The agent daemon's lifecycle, in the JS daemon's order:
+//! 0. take `$PM2_HOME/agent.lock` ([`lock`]): one agent per `PM2_HOME`; a
+//!    daemon that finds it taken answers with the running agent's outcome
+//!    and exits 0 without touching anything;
 //! 1. bind `interactor.sock` (pm2-axon-rpc `kill`, `getInfos`) before
 //!    anything else, so the CLI can find and stop us at once;
 //! 2. verify with PM2.io (`verifyPM2`), retrying with a growing delay;
@@ -13,6 +16,7 @@
 //! through the napi binding (`src/InteractorDaemon.js`), and the native
 //! binary ([`crate::host`]).
 
+pub mod lock;
 pub mod rpc_server;
 pub mod stall;
 pub mod verify;
@@ -64,6 +68,9 @@ pub struct Status {
     /// Why the last verification failed (proxy refused, 407, unknown
     /// certificate, …), cleared by a successful one.
     pub verify_error: Mutex<Option<String>>,
+    /// The last IPC message sent to the parent: what a concurrent launcher
+    /// is answered with (`launchOutcome`, see [`lock`]).
+    pub outcome: Mutex<Option<Value>>,
 }
 
 /// A running daemon's control handle.
@@ -155,6 +162,19 @@ async fn run(
         "PM2 Agent v{} starting",
         cfg.identity.agent_version
     );
+    // Held until `run` returns (a rescue relaunches only after that).
+    let _lock = match lock::claim(&cfg, &host, &mut stop_rx).await {
+        lock::Claim::Won(l) => l,
+        lock::Claim::Failed(e) => {
+            tracing::error!("{e}");
+            send_to_parent(&host, &status, json!({"error": true, "msg": e.to_string()})).await;
+            return Outcome::Exit(1);
+        }
+        other => {
+            tracing::info!(outcome = ?other, "not starting: another agent runs on this PM2_HOME");
+            return Outcome::Exit(0);
+        }
+    };
     let rpc = match rpc_server::bind(&cfg, status.clone(), stop.clone()).await {
         Ok(r) => r,
         Err(e) => {
@@ -172,7 +192,7 @@ async fn run(
     let code = match verdict {
         None => 0,
         Some(Err(msg)) => {
-            send_to_parent(&host, json!({"error": true, "msg": msg})).await;
+            send_to_parent(&host, &status, json!({"error": true, "msg": msg})).await;
             let _ = stop.send(Some(Stop::Error("Error retrieving endpoints".into())));
             1
         }
@@ -189,7 +209,7 @@ async fn run(
             if let Verdict::Active { .. } = verdict {
                 status.active.store(true, Ordering::SeqCst);
             }
-            send_to_parent(&host, success_message(&cfg, &km_data)).await;
+            send_to_parent(&host, &status, success_message(&cfg, &km_data)).await;
             match verdict {
                 Verdict::Inactive {
                     fatal: true,
@@ -275,7 +295,7 @@ async fn verify_with_retries(
                 // matching message) instead of after minutes of retries.
                 if let (Some(km), false) = (km_data, told_parent) {
                     told_parent = true;
-                    send_to_parent(host, success_message(cfg, &km)).await;
+                    send_to_parent(host, status, success_message(cfg, &km)).await;
                 }
                 if retries >= verify::MAX_RETRIES {
                     tracing::error!("Error retrieving endpoints: {reason}");
@@ -340,7 +360,8 @@ pub fn success_message(cfg: &DaemonConfig, km_data: &Value) -> Value {
     })
 }
 
-async fn send_to_parent(host: &mpsc::Sender<HostEvent>, msg: Value) {
+async fn send_to_parent(host: &mpsc::Sender<HostEvent>, status: &Status, msg: Value) {
+    *lock(&status.outcome) = Some(msg.clone());
     if host.send(HostEvent::SendToParent(msg)).await.is_err() {
         tracing::debug!("host gone; IPC message not delivered");
     }

@@ -1,5 +1,7 @@
 //! `interactor.sock`: the pm2-axon-rpc server the CLI uses to find, query
-//! and stop the agent (`kill`, `getInfos`; docs/protocols.md §3).
+//! and stop the agent (`kill`, `getInfos`; docs/protocols.md §3), and that a
+//! daemon which lost the race for `agent.lock` asks for this agent's outcome
+//! (`launchOutcome`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
@@ -26,9 +28,22 @@ pub async fn bind(
 ) -> Result<InteractorRpc, EndpointError> {
     let server = RpcServer::new();
     let stopper = stop.clone();
-    server.expose("kill", &["cb"], move |_| {
+    server.expose("kill", &["cb"], move |args| {
         let stopper = stopper.clone();
         async move {
+            // `kill(pid, cb)`: only if this agent is `pid`. A launcher that
+            // decided to restart one agent must not stop the one a
+            // concurrent launch has just started in its place. The CLI's
+            // `kill(cb)` (no argument) is unconditional, as in JS.
+            if let Some(wanted) = args.first().and_then(Value::as_u64) {
+                let me = u64::from(std::process::id());
+                if wanted != me {
+                    tracing::info!(wanted, "kill for another agent ignored");
+                    return Err(crate::protocol::rpc::RemoteError::message(format!(
+                        "not killed: this agent is pid {me}, not {wanted}"
+                    )));
+                }
+            }
             tracing::info!("kill requested over interactor.sock");
             // Reply first; the daemon then stops and removes its files. The
             // reply is written before the socket closes (see shutdown()).
@@ -37,10 +52,28 @@ pub async fn bind(
         }
     });
     let c = cfg.clone();
+    let s = status.clone();
     server.expose("getInfos", &["cb"], move |_| {
         let cfg = c.clone();
-        let status = status.clone();
+        let status = s.clone();
         async move { Ok(infos(&cfg, &status).into_iter().collect()) }
+    });
+    // For a daemon that lost the race for agent.lock (daemon::lock): the IPC
+    // message this agent last sent its parent, so that launcher is answered
+    // the same way. Nothing while verifying or once stopping (a stopping
+    // agent's outcome is no answer: its lock is about to come free).
+    let stopping = stop.clone();
+    server.expose(super::lock::OUTCOME_METHOD, &["cb"], move |_| {
+        let outcome = if stopping.borrow().is_some() {
+            None
+        } else {
+            status
+                .outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        async move { Ok(outcome.into_iter().collect()) }
     });
     let path = &cfg.paths.interactor_sock;
     let sock = server.bind(&Endpoint::unix(path)).await?;

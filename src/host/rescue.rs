@@ -12,7 +12,8 @@
 //!   fires once);
 //! - an IPC channel: one end of a socketpair as fd 3, named by
 //!   `NODE_CHANNEL_FD`, on which its first message tells us it is up;
-//! - its pid in `agent.pid`, and the native title as `argv[0]`.
+//! - the native title as `argv[0]`; it takes `agent.lock` (released by this
+//!   daemon when it stopped) and writes `agent.pid` itself.
 //!
 //! More than [`MAX_RESCUES`] rescues, each within [`RESCUE_WINDOW`] of the
 //! previous start, give up instead (a crash loop must end).
@@ -149,9 +150,8 @@ pub fn relaunch(r: &Rescue<'_>) -> Result<u32, RescueError> {
     })?;
     drop(theirs);
     let pid = child.id();
-    if let Err(e) = std::fs::write(&r.paths.pid_file, pid.to_string()) {
-        tracing::warn!(file = %r.paths.pid_file.display(), "could not write the pid file: {e}");
-    }
+    // agent.pid is the relaunched agent's to write, once agent.lock is its
+    // own (our lock went with the daemon's end, before this relaunch).
     // The child is not waited for: it outlives us (it is in its own session).
     drop(child);
 
