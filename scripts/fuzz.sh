@@ -5,22 +5,24 @@
 # (panics, sanitizer errors), timeouts, out-of-memory, peak RSS.
 #
 #   scripts/fuzz.sh [--runs N] [--max-time S] [--timeout S] [--rss-mb MB]
-#                   [--malloc-mb MB] [--jobs N] [--no-build] [target ...]
+#                   [--malloc-mb MB] [--jobs N] [--no-build] [--install] [target ...]
 #
 # Defaults: every target, 1000000 inputs, 10 s per input, 2048 MB RSS, no
 # single allocation above 128 MB (a declared length must not be believed),
-# no time cap. Needs the nightly toolchain and cargo-fuzz:
-#   rustup toolchain install nightly --profile minimal && cargo install cargo-fuzz
+# no time cap. Needs the nightly toolchain and cargo-fuzz (--install installs
+# them when missing, and exits 3 when they cannot be had):
+#   rustup toolchain install nightly --profile minimal && cargo install cargo-fuzz --locked
 # Build output goes to $FUZZ_TARGET_DIR (default: $CARGO_TARGET_DIR/fuzz, or
 # fuzz/target); new inputs libFuzzer finds are kept there too, the committed
 # seeds (fuzz/corpus/<target>/) are only read. A crashing input is saved as
 # fuzz/artifacts/<target>/crash-… (timeout-…, oom-…), reproduced with
 #   cargo +nightly fuzz run <target> fuzz/artifacts/<target>/crash-…
-# Exit status: 0 when every target ran clean, 1 otherwise.
+# Exit status: 0 when every target ran clean, 1 otherwise (2: bad usage or no
+# toolchain, 3: --install could not install it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-runs=1000000 max_time=0 timeout=10 rss_mb=2048 malloc_mb=128 jobs=1 build=1
+runs=1000000 max_time=0 timeout=10 rss_mb=2048 malloc_mb=128 jobs=1 build=1 install=0
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
     --malloc-mb) malloc_mb="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --install) install=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -44,6 +47,18 @@ done
 
 target_dir="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/fuzz}}"
 target_dir="${target_dir:-$PWD/fuzz/target}"
+if [ "$install" = 1 ]; then
+  start=$(date +%s)
+  if ! rustc +nightly -vV >/dev/null 2>&1; then
+    echo "== installing the nightly toolchain"
+    rustup toolchain install nightly --profile minimal || { echo "fuzz: the nightly toolchain cannot be installed here" >&2; exit 3; }
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "== installing cargo-fuzz"
+    cargo install cargo-fuzz --version '^0.13' --locked || { echo "fuzz: cargo-fuzz cannot be installed here" >&2; exit 3; }
+  fi
+  echo "   toolchain ready in $(( $(date +%s) - start )) s"
+fi
 triple=$(rustc +nightly -vV 2>/dev/null | sed -n 's/^host: //p')
 if [ -z "$triple" ] || ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz: needs the nightly toolchain and cargo-fuzz:" >&2
@@ -62,12 +77,17 @@ bin_dir="$target_dir/$triple/release"
 work="$target_dir/runs"
 mkdir -p "$work"
 
+# Longest input tried: room for the largest seed (a real getMonitorData reply).
+max_len() { case "$1" in monitor_data) echo 16384 ;; *) echo 4096 ;; esac; }
+export -f max_len
+
 # One target: prints its report line (tab-separated) on stdout.
 run_one() {
-  local t="$1" log="$work/$t.log" scratch="$work/corpus/$t" art="fuzz/artifacts/$t/"
+  local t="$1"
+  local log="$work/$t.log" scratch="$work/corpus/$t" art="fuzz/artifacts/$t/"
   mkdir -p "$scratch" "$art"
   local args=(-runs="$runs" -timeout="$timeout" -rss_limit_mb="$rss_mb"
-    -malloc_limit_mb="$malloc_mb" -max_len=8192 -print_final_stats=1
+    -malloc_limit_mb="$malloc_mb" -max_len="$(max_len "$t")" -print_final_stats=1
     -artifact_prefix="$art")
   [ "$max_time" != 0 ] && args+=(-max_total_time="$max_time")
   local start rc; start=$(date +%s)
@@ -103,8 +123,9 @@ while IFS=$'\t' read -r t inputs crashes timeouts ooms peak secs artifact; do
 done < <(sort <<<"$results")
 echo
 if [ "$failed" = 0 ]; then
-  echo "fuzz: ${#targets[@]} targets, $total inputs, no crash, timeout or OOM"
+  echo "${#targets[@]} targets, $total inputs, no crash, timeout or OOM"
 else
-  echo "fuzz: $failed of ${#targets[@]} targets failed (see the artifacts and $work/<target>.log)"
-  exit 1
+  echo "$failed of ${#targets[@]} targets failed (see fuzz/artifacts/ and $work/<target>.log)"
 fi
+echo "fuzz: $(( ${#targets[@]} - failed )) passed, $failed failed"
+[ "$failed" = 0 ]

@@ -179,13 +179,11 @@ pub async fn connect(
 mod tests {
     use super::*;
 
-    /// What a reader makes of `wire` delivered in pieces of `piece` bytes:
-    /// the events read, then how the stream ended.
-    async fn read_in_pieces(
-        wire: &[u8],
-        piece: usize,
-        max: usize,
-    ) -> (Vec<String>, Option<String>) {
+    /// The events read, then how the stream ended.
+    type Outcome = (Vec<String>, Option<String>);
+
+    /// What a reader makes of `wire` delivered in pieces of `piece` bytes.
+    async fn read_in_pieces(wire: &[u8], piece: usize, max: usize) -> Outcome {
         let (mut client, server) = tokio::io::duplex(piece);
         let bytes = wire.to_vec();
         let feeder = tokio::spawn(async move {
@@ -218,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn over_long_lines_read_the_same_in_any_pieces() {
         let long = "x".repeat(100);
-        let cases: [(String, (Vec<String>, Option<String>)); 4] = [
+        let cases: [(String, Outcome); 4] = [
             // dropped, then the next line is read
             (
                 format!("[\"{long}\",1]\n[\"ask\",null]\n"),
