@@ -17,6 +17,9 @@ pub mod common;
 pub mod config;
 pub mod daemon;
 mod entropy;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(unix)]
 pub mod host;
 pub mod logging;

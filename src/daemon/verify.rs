@@ -102,6 +102,11 @@ pub async fn verify(cfg: &DaemonConfig, opts: &NetOptions) -> Result<Value, Stri
     let res = http::post_json(&url, &body(cfg), &headers, opts)
         .await
         .map_err(|e: net::NetError| e.to_string())?;
+    parse_answer(&res)
+}
+
+/// The answer's body as JSON, whatever the HTTP status.
+pub(crate) fn parse_answer(res: &http::HttpResponse) -> Result<Value, String> {
     serde_json::from_slice(&res.body).map_err(|e| {
         format!(
             "verifyPM2 answered HTTP {} with a body that is not JSON ({e})",

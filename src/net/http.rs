@@ -190,7 +190,7 @@ impl Reader<'_> {
     }
 }
 
-async fn read_response(
+pub(crate) async fn read_response(
     io: &mut BoxStream,
     head_request: bool,
     url: &Url,

@@ -25,6 +25,12 @@ impl LineFramer {
         }
     }
 
+    /// The rest of an over-long line is being dropped: the bytes buffered
+    /// now are its tail, not the start of a line.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
     /// Takes the next complete line (without its `\n`) out of `buf`.
     /// `Ok(None)` means more bytes are needed.
     pub fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
@@ -82,10 +88,12 @@ mod tests {
         assert_eq!(f.next_line(&mut buf), Err(LineError::TooLong(4)));
         assert!(buf.is_empty());
         buf.extend_from_slice(b"abcdefgh");
+        assert!(f.is_discarding());
         assert_eq!(f.next_line(&mut buf), Ok(None));
         assert!(buf.is_empty(), "discarded bytes are not kept");
         buf.extend_from_slice(b"xy\nok\n");
         assert_eq!(f.next_line(&mut buf).unwrap().unwrap(), &b"ok"[..]);
+        assert!(!f.is_discarding());
         let mut buf = BytesMut::from(&b"toolong\nok\n"[..]);
         assert_eq!(f.next_line(&mut buf), Err(LineError::TooLong(4)));
         assert_eq!(f.next_line(&mut buf).unwrap().unwrap(), &b"ok"[..]);

@@ -30,6 +30,10 @@ pub struct NsReader<R> {
     trusted: bool,
     /// Keeps the log of malformed lines bounded (a hostile peer).
     skip_log: crate::logging::Throttle,
+    /// Untrusted: the buffered start of the front line is blank, and (once
+    /// that line turned out over-long) so was all of it that was dropped.
+    blank_front: bool,
+    blank_tail: bool,
 }
 
 impl<R: AsyncRead + Unpin> NsReader<R> {
@@ -40,6 +44,8 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
             framer: LineFramer::new(max_line),
             trusted: false,
             skip_log: Default::default(),
+            blank_front: false,
+            blank_tail: false,
         }
     }
 
@@ -50,31 +56,52 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
     /// them.
     pub async fn recv(&mut self) -> std::io::Result<Option<NsMessage>> {
         loop {
+            // The check looks at the first non-blank byte of each line
+            // until trust, whatever the read boundaries: the tail of an
+            // over-long line starts mid-line and is only looked at while
+            // that line's start was blank.
             if !self.trusted {
-                if let Some(&first) = self.buf.iter().find(|b| !b.is_ascii_whitespace()) {
-                    if first != b'[' {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!(
-                                "the peer does not speak nssocket: it sent {}",
-                                crate::protocol::sniff::describe(&self.buf)
-                            ),
-                        ));
+                if !self.framer.is_discarding() {
+                    match first_non_blank(&self.buf) {
+                        Some(b'[') => self.blank_front = false,
+                        Some(_) => return Err(not_nssocket(&self.buf)),
+                        None => self.blank_front = true,
+                    }
+                } else if self.blank_tail {
+                    let end = self.buf.iter().position(|&b| b == b'\n');
+                    match first_non_blank(&self.buf[..end.unwrap_or(self.buf.len())]) {
+                        Some(b'[') => self.blank_tail = false,
+                        Some(_) => return Err(not_nssocket(&self.buf)),
+                        None if end.is_some() => self.blank_tail = false,
+                        None => {}
                     }
                 }
             }
+            let was_discarding = self.framer.is_discarding();
             match self.framer.next_line(&mut self.buf) {
-                Ok(Some(line)) => match nssocket::decode(&line) {
-                    Ok(m) => {
-                        self.trusted = true;
-                        return Ok(Some(m));
+                Ok(Some(line)) => {
+                    // Past the tail of an over-long line the framer hands
+                    // over the next line at once: it is checked here.
+                    if !self.trusted
+                        && was_discarding
+                        && first_non_blank(&line).is_some_and(|b| b != b'[')
+                    {
+                        return Err(not_nssocket(&line));
                     }
-                    Err(e) => {
-                        if let Some(n) = self.skip_log.hit("malformed", 1) {
-                            tracing::warn!(error = %e, "{n} malformed nssocket lines dropped since the last report");
+                    match nssocket::decode(&line) {
+                        Ok(m) => {
+                            self.trusted = true;
+                            return Ok(Some(m));
+                        }
+                        Err(e) => {
+                            if let Some(n) = self.skip_log.hit("malformed", 1) {
+                                tracing::warn!(error = %e, "{n} malformed nssocket lines dropped since the last report");
+                            }
                         }
                     }
-                },
+                }
+                // The tail just ended: check the front before reading on.
+                Ok(None) if was_discarding && !self.framer.is_discarding() => {}
                 Ok(None) => {
                     // A full BytesMut would only grow by 64 bytes per read: make room
                     // for a real chunk, or a big frame takes thousands of syscalls.
@@ -84,6 +111,9 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                     }
                 }
                 Err(e) => {
+                    if self.framer.is_discarding() {
+                        self.blank_tail = self.blank_front;
+                    }
                     if let Some(n) = self.skip_log.hit("too long", 1) {
                         tracing::warn!(error = %e, "{n} nssocket lines dropped since the last report");
                     }
@@ -91,6 +121,20 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
             }
         }
     }
+}
+
+fn first_non_blank(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+fn not_nssocket(bytes: &[u8]) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "the peer does not speak nssocket: it sent {}",
+            crate::protocol::sniff::describe(bytes)
+        ),
+    )
 }
 
 /// The writing half: `send(event, data)` as nssocket does.
@@ -140,4 +184,79 @@ pub async fn connect(
             probe,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The events read, then how the stream ended.
+    type Outcome = (Vec<String>, Option<String>);
+
+    /// What a reader makes of `wire` delivered in pieces of `piece` bytes.
+    async fn read_in_pieces(wire: &[u8], piece: usize, max: usize) -> Outcome {
+        let (mut client, server) = tokio::io::duplex(piece);
+        let bytes = wire.to_vec();
+        let feeder = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for chunk in bytes.chunks(piece) {
+                if client.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = NsReader::new(server, max);
+        let mut events = Vec::new();
+        let end = loop {
+            match r.recv().await {
+                Ok(Some(m)) => events.push(m.event()),
+                Ok(None) => break None,
+                Err(e) => break Some(format!("{:?}", e.kind())),
+            }
+        };
+        drop(r);
+        let _ = feeder.await;
+        (events, end)
+    }
+
+    /// Found by fuzzing (nssocket_line): before the first message, the
+    /// tail of an over-long line that arrived in pieces was taken for the
+    /// start of a line (the peer refused as "not nssocket"), and the line
+    /// after such a tail was not checked at all; in one piece it was the
+    /// other way round. The outcome no longer depends on the pieces.
+    #[tokio::test]
+    async fn over_long_lines_read_the_same_in_any_pieces() {
+        let long = "x".repeat(100);
+        let cases: [(String, Outcome); 4] = [
+            // dropped, then the next line is read
+            (
+                format!("[\"{long}\",1]\n[\"ask\",null]\n"),
+                (vec!["ask".into()], None),
+            ),
+            // dropped, then a line that is not nssocket
+            (
+                format!("[\"{long}\",1]\n]\n[\"ask\",null]\n"),
+                (vec![], Some("InvalidData".into())),
+            ),
+            // dropped, then the start of a line that is not nssocket
+            (
+                format!("[\"{long}\",1]\nj:"),
+                (vec![], Some("InvalidData".into())),
+            ),
+            // a blank start, then not nssocket within the over-long line
+            (
+                format!("{}HTTP/1.1 400\n[\"ask\",null]\n", " ".repeat(60)),
+                (vec![], Some("InvalidData".into())),
+            ),
+        ];
+        for (wire, want) in &cases {
+            for piece in [1, 10, 64, wire.len()] {
+                assert_eq!(
+                    &read_in_pieces(wire.as_bytes(), piece, 48).await,
+                    want,
+                    "{wire:?} in pieces of {piece}"
+                );
+            }
+        }
+    }
 }

@@ -98,22 +98,11 @@ impl RpcClient {
             args,
         });
         let frame = vec![Arg::Json(msg)];
-        let mut reply = match timeout {
+        let reply = match timeout {
             Some(t) => self.req.request_with_timeout(frame, t).await?,
             None => self.req.request(frame).await?,
         };
-        if reply.is_empty() {
-            return Err(RpcError::Malformed("no arguments".into()));
-        }
-        let value = reply
-            .swap_remove(0)
-            .into_value()
-            .ok_or_else(|| RpcError::Malformed("binary reply".into()))?;
-        match rpc::decode_call_reply(value) {
-            Ok(Ok(args)) => Ok(args),
-            Ok(Err(remote)) => Err(RpcError::Remote(remote)),
-            Err(e) => Err(RpcError::Malformed(e.to_string())),
-        }
+        decode_reply(reply)
     }
 
     /// Calls `method` and returns the reply object's JSON text unparsed
@@ -165,6 +154,23 @@ impl RpcClient {
     pub async fn close(&self) {
         self.task.abort();
         self.req.close().await;
+    }
+}
+
+/// A call's reply frame (its id already taken off) → the callback's
+/// arguments, or the remote error.
+pub(crate) fn decode_reply(mut reply: amp::Message) -> Result<Vec<Value>, RpcError> {
+    if reply.is_empty() {
+        return Err(RpcError::Malformed("no arguments".into()));
+    }
+    let value = reply
+        .swap_remove(0)
+        .into_value()
+        .ok_or_else(|| RpcError::Malformed("binary reply".into()))?;
+    match rpc::decode_call_reply(value) {
+        Ok(Ok(args)) => Ok(args),
+        Ok(Err(remote)) => Err(RpcError::Remote(remote)),
+        Err(e) => Err(RpcError::Malformed(e.to_string())),
     }
 }
 

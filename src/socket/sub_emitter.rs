@@ -141,17 +141,23 @@ impl SubEmitter {
     }
 }
 
-fn dispatch(subs: &Mutex<Vec<Subscription>>, mut msg: Vec<Arg>) {
+/// A bus frame → its topic (the first argument) and the other arguments;
+/// `None` for an empty frame or a raw-buffer topic.
+pub(crate) fn split_topic(mut msg: Vec<Arg>) -> Option<(String, Vec<Arg>)> {
     if msg.is_empty() {
-        return;
+        return None;
     }
     let topic = match msg.remove(0) {
         Arg::Str(s) => s,
         // JS would String() it; PM2 always sends string topics.
-        other => match other.into_value() {
-            Some(v) => v.to_string(),
-            None => return,
-        },
+        other => other.into_value()?.to_string(),
+    };
+    Some((topic, msg))
+}
+
+fn dispatch(subs: &Mutex<Vec<Subscription>>, msg: Vec<Arg>) {
+    let Some((topic, msg)) = split_topic(msg) else {
+        return;
     };
     let mut subs = subs.lock().unwrap_or_else(|e| e.into_inner());
     subs.retain(|s| !s.tx.is_closed());

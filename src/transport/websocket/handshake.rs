@@ -57,10 +57,15 @@ pub(super) async fn open(
         tokio::time::timeout(opts.handshake_timeout, upgrade(&mut stream, &request, &key))
             .await
             .map_err(|_| WsError::HandshakeTimeout(opts.handshake_timeout))??;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(opts.max_message_size))
-        .max_frame_size(Some(opts.max_message_size));
+    let config = config(opts);
     Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
+}
+
+/// The limits the socket reads the server's frames with.
+pub(crate) fn config(opts: &WebSocketOptions) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(opts.max_message_size))
+        .max_frame_size(Some(opts.max_message_size))
 }
 
 /// The upgrade request, byte for byte in the order and case `ws` 7 writes

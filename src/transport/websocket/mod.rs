@@ -21,8 +21,12 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use handshake::config as ws_config;
 pub use handshake::parse_ws_url;
 use session::WsSession;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use session::{inbound, Inbound};
 
 use super::link::{Link, LinkOptions, NoRuntime, Protocol};
 use super::route::PACKET_QUEUE_SIZE;

@@ -186,29 +186,57 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: &str, io: &Io) {
-        let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
-            debug!("WebSocket: ignoring a frame that is not a JSON object");
-            return;
-        };
-        let channel = match obj.get("channel") {
-            Some(Value::String(c)) if !c.is_empty() => c.clone(),
-            _ => {
-                debug!("WebSocket: ignoring a message without channel");
-                return;
-            }
-        };
-        // Checked before the payload test: the server sends it bare.
-        if channel == "status:resend" {
+        let Inbound {
+            resend_status,
+            packet,
+        } = inbound(text);
+        if resend_status {
             self.resend_status = true;
         }
-        let payload = obj.remove("payload").unwrap_or(Value::Null);
-        if is_falsy(&payload) {
-            if channel != "status:resend" {
-                debug!(channel = %channel, "WebSocket: ignoring a message without payload");
-            }
-            return;
+        if let Some(p) = packet {
+            io.deliver(p);
         }
-        io.deliver(Packet { channel, payload });
+    }
+}
+
+/// What one text message from the server asks for.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Inbound {
+    /// `status:resend`: the next status goes out in full.
+    pub resend_status: bool,
+    /// A packet for the consumer (a `channel` and a truthy `payload`).
+    pub packet: Option<Packet>,
+}
+
+/// Decodes one text message from the server (`{"channel":…,"payload":…}`);
+/// anything else is logged at debug level and ignored.
+pub(crate) fn inbound(text: &str) -> Inbound {
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
+        debug!("WebSocket: ignoring a frame that is not a JSON object");
+        return Inbound::default();
+    };
+    let channel = match obj.get("channel") {
+        Some(Value::String(c)) if !c.is_empty() => c.clone(),
+        _ => {
+            debug!("WebSocket: ignoring a message without channel");
+            return Inbound::default();
+        }
+    };
+    // Checked before the payload test: the server sends it bare.
+    let resend_status = channel == "status:resend";
+    let payload = obj.remove("payload").unwrap_or(Value::Null);
+    if is_falsy(&payload) {
+        if !resend_status {
+            debug!(channel = %channel, "WebSocket: ignoring a message without payload");
+        }
+        return Inbound {
+            resend_status,
+            packet: None,
+        };
+    }
+    Inbound {
+        resend_status,
+        packet: Some(Packet { channel, payload }),
     }
 }
 
