@@ -11,7 +11,7 @@
 //                         [--native-bin path] [--apps 10,50] [--lines 50000]
 //                         [--batch 10] [--pause 1] [--no-flood]
 //                         [--bus 20000,60000] [--bus-seconds 10] [--no-bus]
-//                         [--keep] [--out file]
+//                         [--wire 10] [--no-wire] [--keep] [--out file]
 //
 // Scenarios (each agent gets a fresh PM2 + backend per scenario; JS first,
 // then ours (node), then ours (native), scenario by scenario):
@@ -26,6 +26,11 @@
 //             at R msgs/s for --bus-seconds, after startLogging; measure loss,
 //             delivery latency, delivered rate, CPU per published message and
 //             the publisher's memory / pub socket backlog.
+//   wire-<N>  N idle apps and one that logs a line every 100 ms, log
+//             streaming on; the bytes the agent sends on the WebSocket per
+//             minute (counted at the backend's socket), run twice per agent:
+//             without WS_GZIP, then with WS_GZIP=true (permessage-deflate,
+//             the backend's `ws` accepting it).
 // See bench/README.md for what each number means.
 
 const { spawn, fork, execFileSync } = require('child_process')
@@ -52,6 +57,7 @@ function parseArgs (argv) {
     flood: true,
     bus: [20000, 60000],
     busSeconds: 10,
+    wire: 10,
     lines: 50000,
     batch: 10,
     pause: 1,
@@ -87,6 +93,8 @@ function parseArgs (argv) {
       case '--bus': o.bus = String(next()).split(',').filter(Boolean).map((x) => num('bus', x)); break
       case '--bus-seconds': o.busSeconds = num('bus-seconds', next()); break
       case '--no-bus': o.bus = []; break
+      case '--wire': o.wire = num('wire', next()); break
+      case '--no-wire': o.wire = 0; break
       case '--keep': o.keep = true; break
       case '--out': o.out = next(); break
       case '-h': case '--help':
@@ -470,7 +478,7 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
     }
 
     // The backend.
-    const backend = new BenchBackend()
+    const backend = new BenchBackend(setup.backend || {})
     backend.expectProcs = apps.length
     await backend.start()
     addCleanup(() => backend.stop())
@@ -490,7 +498,7 @@ async function withSetup (agentKey, apps, opts, measure, setup = {}) {
       KEYMETRICS_NODE: backend.url,
       PM2_VERSION,
       WS_JSON_PATCH: 'true'
-    })
+    }, setup.env || {})
     const out = fs.openSync(logFile, 'a')
     // Node-hosted daemons run as `node <script>`; the native one is the binary
     // itself (no arguments). Either way `child.pid` is the daemon measured (a
@@ -1045,6 +1053,86 @@ async function busRun (agentKey, rate, opts) {
   }, { fakePm2: true })
 }
 
+// ---------------------------------------------------------------- wire
+
+const WIRE_LOGGER = "let i = 0\nsetInterval(() => console.log('wire-' + (i++) + ' GET /api/items 200 12ms'), 100)\n"
+
+/**
+ * One half of a wire run: the bytes the agent sent on its WebSocket over
+ * the window (`wireBytes`: what the backend's socket read), with or without
+ * WS_GZIP. The backend's `ws` accepts permessage-deflate in both halves; it
+ * only applies when the agent offers it.
+ */
+async function wireHalf (agentKey, n, opts, gzip) {
+  const apps = [{ name: 'wire-logger', body: WIRE_LOGGER }]
+  for (let i = 0; i < n; i++) apps.push({ name: `idle-${i}`, body: IDLE_APP })
+  const setup = {
+    backend: { perMessageDeflate: true, inspectFrames: true },
+    env: gzip ? { WS_GZIP: 'true' } : {}
+  }
+  return withSetup(agentKey, apps, opts, async ({ agent, pid, backend, alive }) => {
+    await startLogging(backend, agent)
+    await sleep(opts.settle * 1000)
+    alive()
+    const hs = backend.wsHandshakes[backend.wsHandshakes.length - 1]
+    const messages = () => backend.frames.compressed + backend.frames.plain
+    const t0 = performance.now()
+    const b0 = backend.wireBytes
+    const m0 = messages()
+    const c0 = backend.frames.compressed
+    const ticks0 = backend.ticks
+    const logs0 = backend.channels.logs || 0
+    const cpu0 = cpuSample(pid)
+    await sleep(opts.window * 1000)
+    alive()
+    const cpu1 = cpuSample(pid)
+    const secs = (performance.now() - t0) / 1000
+    const perMin = (x) => round(x / secs * 60, 0)
+    const msgs = messages() - m0
+    const r = {
+      bytes_per_min: perMin(backend.wireBytes - b0),
+      messages_per_min: perMin(msgs),
+      status_ticks_per_min: perMin(backend.ticks - ticks0),
+      logs_packets_per_min: perMin((backend.channels.logs || 0) - logs0),
+      compressed_pct: msgs ? round((backend.frames.compressed - c0) / msgs * 100, 1) : null,
+      cpu_s_per_min: round((cpu1.stat - cpu0.stat) / secs * 60, 4),
+      cpu_sched_s_per_min: cpu1.sched != null && cpu0.sched != null ? round((cpu1.sched - cpu0.sched) / secs * 60, 4) : null,
+      uss_kb: memory(pid).uss_kb,
+      negotiated: hs && hs.extensions ? hs.extensions : 'none',
+      window_s: round(secs, 3)
+    }
+    log(`  ${agent.label}${gzip ? ' WS_GZIP=true' : ''}: ${r.bytes_per_min} bytes/min on the WebSocket, ` +
+      `${r.messages_per_min} messages/min (${r.compressed_pct} % compressed; extension: ${r.negotiated}); ` +
+      `CPU ${r.cpu_s_per_min} s/min`)
+    if (!msgs) throw new Error(`${agent.label} sent nothing during the ${opts.window}s window`)
+    return r
+  }, setup)
+}
+
+/** wire-N: the same workload without, then with WS_GZIP (see the header). */
+async function wireRun (agentKey, n, opts) {
+  const plain = await wireHalf(agentKey, n, opts, false)
+  const gzip = await wireHalf(agentKey, n, opts, true)
+  return {
+    apps: n,
+    ws_bytes_per_min: plain.bytes_per_min,
+    ws_bytes_per_min_gzip: gzip.bytes_per_min,
+    gzip_ratio: plain.bytes_per_min ? round(gzip.bytes_per_min / plain.bytes_per_min, 3) : null,
+    ws_messages_per_min: plain.messages_per_min,
+    ws_messages_per_min_gzip: gzip.messages_per_min,
+    gzip_compressed_pct: gzip.compressed_pct,
+    cpu_s_per_min: plain.cpu_s_per_min,
+    cpu_s_per_min_gzip: gzip.cpu_s_per_min,
+    cpu_sched_s_per_min: plain.cpu_sched_s_per_min,
+    cpu_sched_s_per_min_gzip: gzip.cpu_sched_s_per_min,
+    uss_kb: plain.uss_kb,
+    uss_kb_gzip: gzip.uss_kb,
+    gzip_negotiated: gzip.negotiated,
+    plain,
+    gzip
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 let BARE = null
@@ -1125,6 +1213,21 @@ function buildRows (results) {
   add(f, 'CPU µs / `logs` packet', 'cpu_us_per_packet')
   add(f, 'USS after flood (MB)', 'uss_kb', MB)
   add(f, 'peak RSS VmHWM (MB)', 'hwm_kb', MB)
+  if (results.options.wire) {
+    const s = `wire-${results.options.wire}`
+    const KB = (v) => (typeof v === 'number' ? (v / 1024).toFixed(1) : v)
+    add(s, 'WebSocket KB sent / min', 'ws_bytes_per_min', KB)
+    add(s, 'WebSocket KB sent / min, WS_GZIP=true', 'ws_bytes_per_min_gzip', KB)
+    add(s, 'WS_GZIP=true / without', 'gzip_ratio', (v) => v.toFixed(3), {}, true)
+    add(s, 'messages / min', 'ws_messages_per_min')
+    add(s, 'messages / min, WS_GZIP=true', 'ws_messages_per_min_gzip')
+    add(s, 'WS_GZIP=true: messages compressed (%)', 'gzip_compressed_pct', null, {}, true)
+    add(s, 'WS_GZIP=true: extension agreed', 'gzip_negotiated', null, {}, true)
+    add(s, 'CPU s / min (schedstat)', 'cpu_sched_s_per_min')
+    add(s, 'CPU s / min, WS_GZIP=true (schedstat)', 'cpu_sched_s_per_min_gzip')
+    add(s, 'private memory USS (MB)', 'uss_kb', MB)
+    add(s, 'private memory USS, WS_GZIP=true (MB)', 'uss_kb_gzip', MB)
+  }
   for (const rate of results.options.bus || []) {
     const s = `bus-${rate}`
     add(s, 'published msgs', 'published')
@@ -1426,10 +1529,13 @@ async function main () {
   for (const n of opts.apps) plan.push({ name: `idle-${n}`, run: (a) => idleRun(a, n, opts) })
   if (opts.flood) plan.push({ name: 'flood', run: (a) => floodRun(a, opts) })
   for (const rate of opts.bus) plan.push({ name: `bus-${rate}`, run: (a) => busRun(a, rate, opts) })
+  if (opts.wire) plan.push({ name: `wire-${opts.wire}`, run: (a) => wireRun(a, opts.wire, opts) })
 
-  const perRun = (scn) => opts.settle + 10 + (scn.startsWith('bus-')
-    ? opts.baseline + opts.busSeconds + opts.quiet + 5
-    : scn === 'flood' ? opts.baseline + 10 : opts.window)
+  const perRun = (scn) => scn.startsWith('wire-')
+    ? 2 * (opts.settle + 15 + opts.window)
+    : opts.settle + 10 + (scn.startsWith('bus-')
+      ? opts.baseline + opts.busSeconds + opts.quiet + 5
+      : scn === 'flood' ? opts.baseline + 10 : opts.window)
   const total = plan.reduce((sum, p) => sum + perRun(p.name), 0) * agents.length
   log(`bench: ${agents.join(' + ')} × ${plan.map((p) => p.name).join(', ')}; window ${opts.window}s, settle ${opts.settle}s ` +
     `(~${Math.ceil(total / 60)} min)`)
@@ -1472,6 +1578,7 @@ async function main () {
   console.log('Targets (both of our modes): private memory (USS) ≤ 1/3 of JS; CPU per status tick and per forwarded log line ≤ 1/10 of JS;\n' +
     'time to first status ≤ 300 ms; at 10 apps USS ≤ 8.5 MB (node-hosted), USS ≤ 4 MB and RSS ≤ 10 MB (native).')
   if (opts.bus.length) console.log('Bus rows: loss and latency of a synthetic PM2 bus (see bench/README.md); no target, lower is better except the rates.')
+  if (opts.wire) console.log('Wire rows: bytes each agent sent on its WebSocket, same workload without and with WS_GZIP=true (permessage-deflate); no target.')
   loudWarning(buildProblems)
 
   const stamp = startedAt.toISOString().replace(/:/g, '-').replace(/\..*/, '')

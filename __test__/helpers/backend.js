@@ -9,6 +9,14 @@
 // listens on 127.0.0.1 only); `wsHost` overrides it in the advertised
 // WebSocket endpoint. Every recorded request carries the remote port of its
 // TCP connection (to tell a proxied request from a direct one).
+// `perMessageDeflate`: the `ws` server option (e.g. `{ threshold: 0 }` to
+// compress every message it sends), off by default like PM2.io's default
+// `ws` server; each handshake records the extension the agent offered and
+// what was agreed. `inspectFrames: true` reads the agent's raw frames beside
+// `ws` and counts its data messages with RSV1 set (compressed) or clear
+// (`frames`), and likewise the messages `ws` sends it (`sentFrames`).
+// `wireBytes` counts every byte the agents sent on WebSocket connections
+// (frames as they travel, the upgrade requests included).
 
 const http = require('http')
 const https = require('https')
@@ -38,6 +46,39 @@ function waitForPacket (backend, pred, timeoutMs = 20000, what = 'packet') {
   })
 }
 
+/**
+ * A byte-stream reader of WebSocket frames (either direction) counting data
+ * messages by RSV1 into `counts` ({compressed, plain}); the first frame of a
+ * message tells (RFC 7692 §6.1). Fed the raw socket's chunks beside `ws`,
+ * which gets the same ones (`head` too: `ws` unshifts it).
+ */
+function frameCounter (counts) {
+  let buf = Buffer.alloc(0)
+  let skip = 0 // payload bytes of the current frame still to pass
+  return (chunk) => {
+    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk
+    for (;;) {
+      if (skip) {
+        const n = Math.min(skip, buf.length)
+        skip -= n
+        buf = buf.subarray(n)
+        if (skip) return
+      }
+      if (buf.length < 2) return
+      let len = buf[1] & 0x7f
+      let off = 2
+      if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4 }
+      if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10 }
+      if (buf[1] & 0x80) off += 4
+      if (buf.length < off) return
+      const opcode = buf[0] & 0x0f
+      if (opcode === 1 || opcode === 2) counts[buf[0] & 0x40 ? 'compressed' : 'plain']++
+      skip = len
+      buf = buf.subarray(off)
+    }
+  }
+}
+
 class Backend extends EventEmitter {
   constructor (opts = {}) {
     super()
@@ -51,6 +92,13 @@ class Backend extends EventEmitter {
     this.tls = opts.tls || null
     this.host = opts.host || '127.0.0.1'
     this.wsHost = opts.wsHost || this.host
+    this.perMessageDeflate = opts.perMessageDeflate || false
+    this.inspectFrames = Boolean(opts.inspectFrames)
+    // Data messages from / to the agent by RSV1 (inspectFrames).
+    this.frames = { compressed: 0, plain: 0 }
+    this.sentFrames = { compressed: 0, plain: 0 }
+    this._closedBytes = 0 // bytes read on WebSocket connections now closed
+    this._wsSockets = new Set()
     // TLS handshakes that failed (e.g. the agent rejecting our certificate).
     this.tlsErrors = []
     // (body, req) => answer object; default: active with our ws endpoint.
@@ -82,7 +130,7 @@ class Backend extends EventEmitter {
       ? https.createServer({ key: this.tls.key, cert: this.tls.cert }, handler)
       : http.createServer(handler)
     if (this.tls) this.server.on('tlsClientError', (err) => this.tlsErrors.push(err))
-    this.wss = new WebSocket.Server({ noServer: true })
+    this.wss = new WebSocket.Server({ noServer: true, perMessageDeflate: this.perMessageDeflate })
     this.server.on('upgrade', (req, socket, head) => {
       if (this.silentUpgrade) {
         this.silentSockets.add(socket)
@@ -95,13 +143,33 @@ class Backend extends EventEmitter {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n')
         return
       }
-      this.wsHandshakes.push({
+      const handshake = {
         url: req.url,
         headers: req.headers,
         remotePort: req.socket.remotePort,
-        encrypted: Boolean(req.socket.encrypted)
+        encrypted: Boolean(req.socket.encrypted),
+        extensions: null // what was agreed (`ws`'s `extensions`), once open
+      }
+      this.wsHandshakes.push(handshake)
+      this._wsSockets.add(socket)
+      socket.once('close', () => {
+        this._wsSockets.delete(socket)
+        this._closedBytes += socket.bytesRead
       })
-      this.wss.handleUpgrade(req, socket, head, (ws) => this._onWs(ws, req))
+      if (this.inspectFrames) socket.on('data', frameCounter(this.frames))
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        handshake.extensions = ws.extensions
+        if (this.inspectFrames) {
+          // The 101 is written: from here on `ws` writes frames only.
+          const count = frameCounter(this.sentFrames)
+          const write = socket.write
+          socket.write = function (chunk, ...rest) {
+            count(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
+            return write.call(this, chunk, ...rest)
+          }
+        }
+        this._onWs(ws, req)
+      })
     })
     await new Promise((resolve, reject) => {
       this.server.once('error', reject)
@@ -156,6 +224,13 @@ class Backend extends EventEmitter {
       this.emit('packet', msg)
     })
     ws.on('close', () => this.sockets.delete(ws))
+  }
+
+  /** Bytes the agents sent on WebSocket connections so far (see the header). */
+  get wireBytes () {
+    let n = this._closedBytes
+    for (const s of this._wsSockets) n += s.bytesRead
+    return n
   }
 
   /** Sends `{channel, payload}` to every connected agent. */

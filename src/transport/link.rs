@@ -81,6 +81,12 @@ pub trait Session: Send + 'static {
         Vec::new()
     }
 
+    /// The compression the connection uses, for `getInfos` (`None`: none
+    /// was asked for).
+    fn compression(&self) -> Option<String> {
+        None
+    }
+
     /// A voluntary close (new endpoint, disconnect, shutdown).
     fn close(self) -> impl Future<Output = ()> + Send;
 }
@@ -442,6 +448,9 @@ impl<P: Protocol> Actor<P> {
             .connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.set_state(LinkState::Connected, None, None);
+        self.io
+            .route
+            .set_compression(self.io.member, session.compression());
         let end = loop {
             tokio::select! {
                 biased;
@@ -469,6 +478,7 @@ impl<P: Protocol> Actor<P> {
         // What was taken and not written goes back to the route, in order;
         // the caller records the failure, which moves the traffic on.
         self.io.give_back(session.leftovers());
+        self.io.route.set_compression(self.io.member, None);
         if end.is_err() {
             self.set_state(LinkState::Connecting, None, None);
             session.close().await;

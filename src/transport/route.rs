@@ -61,6 +61,8 @@ struct Member {
     endpoint: Option<String>,
     since: SystemTime,
     last_error: Option<String>,
+    /// The live connection's compression (WebSocket permessage-deflate).
+    compression: Option<String>,
     wake: Arc<Notify>,
     stats: Arc<LinkStats>,
 }
@@ -170,6 +172,7 @@ impl Route {
             endpoint: None,
             since: SystemTime::now(),
             last_error: None,
+            compression: None,
             wake: wake.clone(),
             stats: stats.clone(),
         });
@@ -349,6 +352,14 @@ impl Route {
         self.run(after);
     }
 
+    /// Records the compression of the member's live connection (`None`
+    /// when it ends).
+    pub fn set_compression(&self, member: usize, compression: Option<String>) {
+        if let Some(m) = lock(&self.inner).members.get_mut(member) {
+            m.compression = compression;
+        }
+    }
+
     /// Records an error without changing the state (a bad endpoint given to
     /// `connect`).
     pub fn set_error(&self, member: usize, error: String) {
@@ -445,6 +456,7 @@ impl Route {
                     .unwrap_or(Duration::ZERO)
                     .as_millis() as u64,
                 last_error: m.last_error.clone(),
+                compression: m.compression.clone(),
                 carrying: g.carrier == Some(i),
                 sent: m.stats.sent.load(Ordering::Relaxed),
                 connects: m.stats.connects.load(Ordering::Relaxed),

@@ -74,6 +74,9 @@ pub struct MemberInfo {
     /// Milliseconds since the epoch at which `state` began.
     pub since_ms: u64,
     pub last_error: Option<String>,
+    /// The live connection's compression (WebSocket: the permessage-deflate
+    /// parameters agreed, or why there is none); `None` when not asked for.
+    pub compression: Option<String>,
     pub carrying: bool,
     pub sent: u64,
     pub connects: u64,
@@ -90,6 +93,7 @@ impl MemberInfo {
             "endpoint": self.endpoint,
             "since": self.since_ms,
             "last_error": self.last_error,
+            "compression": self.compression,
             "carrying": self.carrying,
             "sent": self.sent,
             "connects": self.connects,

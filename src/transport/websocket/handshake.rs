@@ -7,6 +7,8 @@ use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_acc
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use super::deflate::{self, Negotiated};
+use super::inflate_stream::InflateStream;
 use super::{WebSocketOptions, Ws, WsError};
 use crate::common::Identity;
 use crate::net::{self, BoxStream, Url};
@@ -43,15 +45,17 @@ pub fn parse_ws_url(s: &str) -> Result<Url, WsError> {
     Ok(url)
 }
 
-/// One connection attempt: TCP/TLS via `net`, then the HTTP upgrade.
+/// One connection attempt: TCP/TLS via `net`, then the HTTP upgrade. With
+/// permessage-deflate agreed, tungstenite reads the server's frames through
+/// an [`InflateStream`].
 pub(super) async fn open(
     url: &Url,
     identity: &Identity,
     opts: &WebSocketOptions,
-) -> Result<Ws, WsError> {
+) -> Result<(Ws, Negotiated), WsError> {
     let key = generate_key();
     // Built first: a bad header value fails without touching the network.
-    let request = upgrade_request(url, identity, &key)?;
+    let request = upgrade_request(url, identity, &key, opts.gzip)?;
     let mut stream = net::connect(url, &opts.net).await?;
     let leftover =
         tokio::time::timeout(opts.handshake_timeout, upgrade(&mut stream, &request, &key))
@@ -59,6 +63,30 @@ pub(super) async fn open(
             .map_err(|_| WsError::HandshakeTimeout(opts.handshake_timeout))??;
     let config = config(opts);
     Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
+    let (leftover, negotiated) = tokio::time::timeout(
+        opts.handshake_timeout,
+        upgrade(&mut stream, &request, &key, opts.gzip),
+    )
+    .await
+    .map_err(|_| WsError::HandshakeTimeout(opts.handshake_timeout))??;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(opts.max_message_size))
+        .max_frame_size(Some(opts.max_message_size));
+    let ws = match negotiated.params() {
+        Some(params) => {
+            let stream: BoxStream = Box::pin(InflateStream::new(
+                stream,
+                leftover,
+                &params,
+                opts.max_message_size,
+            ));
+            WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await
+        }
+        None => {
+            WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await
+        }
+    };
+    Ok((ws, negotiated))
 }
 
 /// The limits the socket reads the server's frames with.
@@ -69,26 +97,34 @@ pub(crate) fn config(opts: &WebSocketOptions) -> WebSocketConfig {
 }
 
 /// The upgrade request, byte for byte in the order and case `ws` 7 writes
-/// it (docs/protocols.md §7.1). Written by hand because tungstenite's client
-/// handshake lowercases header names and reorders them.
-pub(super) fn upgrade_request(url: &Url, id: &Identity, key: &str) -> Result<String, WsError> {
+/// it (docs/protocols.md §7.1), with `ws`'s permessage-deflate offer when
+/// `gzip`. Written by hand because tungstenite's client handshake lowercases
+/// header names and reorders them.
+pub(super) fn upgrade_request(
+    url: &Url,
+    id: &Identity,
+    key: &str,
+    gzip: bool,
+) -> Result<String, WsError> {
     let user_agent = format!("PM2 Agent v{}", id.agent_version);
     let host = url.host_header();
-    let headers: [(&'static str, &str); 11] = [
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", key),
-        ("Connection", "Upgrade"),
-        ("Upgrade", "websocket"),
-        ("X-KM-PUBLIC", &id.public_key),
-        ("X-KM-SECRET", &id.secret_key),
-        ("X-KM-SERVER", &id.machine_name),
-        ("X-PM2-VERSION", &id.pm2_version),
-        ("X-PROTOCOL-VERSION", "1"),
-        ("User-Agent", &user_agent),
-        ("Host", &host),
+    let offer = gzip.then_some(("Sec-WebSocket-Extensions", deflate::OFFER));
+    let headers: [Option<(&'static str, &str)>; 12] = [
+        Some(("Sec-WebSocket-Version", "13")),
+        Some(("Sec-WebSocket-Key", key)),
+        Some(("Connection", "Upgrade")),
+        Some(("Upgrade", "websocket")),
+        Some(("X-KM-PUBLIC", &id.public_key)),
+        Some(("X-KM-SECRET", &id.secret_key)),
+        Some(("X-KM-SERVER", &id.machine_name)),
+        Some(("X-PM2-VERSION", &id.pm2_version)),
+        Some(("X-PROTOCOL-VERSION", "1")),
+        Some(("User-Agent", &user_agent)),
+        offer,
+        Some(("Host", &host)),
     ];
     let mut req = format!("GET {} HTTP/1.1\r\n", url.path);
-    for (name, value) in headers {
+    for (name, value) in headers.into_iter().flatten() {
         // Node's rule (checkInvalidHeaderChar): no control characters, so a
         // key or machine name cannot inject headers.
         if value.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') {
@@ -104,8 +140,14 @@ pub(super) fn upgrade_request(url: &Url, id: &Identity, key: &str) -> Result<Str
 }
 
 /// Sends the request and reads the `101` response head; returns the bytes
-/// read past it (frames the server may already have sent).
-async fn upgrade(stream: &mut BoxStream, request: &str, key: &str) -> Result<Vec<u8>, WsError> {
+/// read past it (frames the server may already have sent) and what the
+/// server agreed to about compression.
+async fn upgrade(
+    stream: &mut BoxStream,
+    request: &str,
+    key: &str,
+    offered: bool,
+) -> Result<(Vec<u8>, Negotiated), WsError> {
     let io = |e: std::io::Error| WsError::Handshake(e.to_string());
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
@@ -119,8 +161,8 @@ async fn upgrade(stream: &mut BoxStream, request: &str, key: &str) -> Result<Vec
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(len) = check_response(&buf, key)? {
-            return Ok(buf.split_off(len));
+        if let Some((len, negotiated)) = check_response(&buf, key, offered)? {
+            return Ok((buf.split_off(len), negotiated));
         }
         if buf.len() > MAX_RESPONSE_HEAD {
             return Err(WsError::Handshake(format!(
@@ -130,10 +172,16 @@ async fn upgrade(stream: &mut BoxStream, request: &str, key: &str) -> Result<Vec
     }
 }
 
-/// `Ok(None)` while the head is incomplete; `Ok(Some(head_len))` for a valid
-/// `101` (the checks `ws` makes: status, Upgrade, Sec-WebSocket-Accept, no
-/// extension or subprotocol we did not ask for).
-pub(super) fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, WsError> {
+/// `Ok(None)` while the head is incomplete; `Ok(Some((head_len,
+/// negotiated)))` for a valid `101` (the checks `ws` makes: status, Upgrade,
+/// Sec-WebSocket-Accept, no extension or subprotocol we did not ask for, a
+/// permessage-deflate answer RFC 7692 allows). `offered`: we sent
+/// [`deflate::OFFER`].
+pub(super) fn check_response(
+    buf: &[u8],
+    key: &str,
+    offered: bool,
+) -> Result<Option<(usize, Negotiated)>, WsError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -160,15 +208,29 @@ pub(super) fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, WsE
             "invalid Sec-WebSocket-Accept header".into(),
         ));
     }
-    if header("Sec-WebSocket-Extensions").is_some() {
-        return Err(WsError::Handshake(
-            "server sent an extension that was not requested".into(),
-        ));
-    }
     if header("Sec-WebSocket-Protocol").is_some() {
         return Err(WsError::Handshake(
             "server sent a subprotocol that was not requested".into(),
         ));
     }
-    Ok(Some(len))
+    // Every Sec-WebSocket-Extensions header, as one list (RFC 7230 §3.2.2).
+    let mut extensions: Option<String> = None;
+    for h in resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+    {
+        let v = std::str::from_utf8(h.value)
+            .map_err(|_| deflate::ExtensionError::Syntax("not ASCII".into()))?
+            .trim();
+        match &mut extensions {
+            Some(all) => {
+                all.push_str(", ");
+                all.push_str(v);
+            }
+            None => extensions = Some(v.to_owned()),
+        }
+    }
+    let negotiated = deflate::negotiate(extensions.as_deref(), offered)?;
+    Ok(Some((len, negotiated)))
 }

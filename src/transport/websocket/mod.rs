@@ -5,24 +5,31 @@
 //! the right `Sec-WebSocket-Accept`; it is dead after `dead_after` without a
 //! frame from the server (we ping every `ping_interval`).
 //!
+//! With `gzip` (env `WS_GZIP`) we offer permessage-deflate like the JS
+//! agent does and use it when the server agrees ([`deflate`],
+//! [`inflate_stream`]; docs/transport.md).
+//!
 //! Differences from the JS agent, on purpose (docs/js-agent-behaviour.md §6): no DNS probe
 //! of google.com, exponential backoff with jitter instead of fixed 2 s/5 s
 //! retries, a handshake timeout, one socket at a time, and a dead-peer
 //! timeout on top of the 5 s pings.
 
+pub mod deflate;
 mod handshake;
+pub mod inflate_stream;
 pub mod json_patch;
 mod session;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tracing::debug;
+use tracing::{debug, info};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use handshake::config as ws_config;
+use deflate::Negotiated;
 pub use handshake::parse_ws_url;
 use session::WsSession;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -44,7 +51,7 @@ pub struct WebSocketOptions {
     pub net: NetOptions,
     /// Send `status` as `status:patch` diffs (env `WS_JSON_PATCH` non-empty).
     pub json_patch: bool,
-    /// permessage-deflate requested (env `WS_GZIP`); not supported, see `new`.
+    /// Offer permessage-deflate (env `WS_GZIP`), see [`deflate`].
     pub gzip: bool,
     /// Empty ping period while open (JS: 5 s).
     pub ping_interval: Duration,
@@ -58,7 +65,8 @@ pub struct WebSocketOptions {
     pub write_timeout: Duration,
     /// How long a voluntary close waits for the server's close reply.
     pub close_timeout: Duration,
-    /// Largest inbound message/frame accepted (tungstenite limit).
+    /// Largest inbound message/frame accepted (tungstenite limit), and
+    /// largest inflated message.
     pub max_message_size: usize,
     /// Proof timeout, backoff.
     pub link: LinkOptions,
@@ -119,6 +127,8 @@ pub enum WsError {
     Handshake(String),
     #[error("handshake: header {0} holds a character not allowed in HTTP")]
     HeaderValue(&'static str),
+    #[error("handshake: {0}")]
+    Extension(#[from] deflate::ExtensionError),
     #[error(transparent)]
     NoRuntime(#[from] NoRuntime),
 }
@@ -127,6 +137,9 @@ pub enum WsError {
 pub struct WebSocket {
     identity: Identity,
     opts: Arc<WebSocketOptions>,
+    /// The compression outcome last said in the log: said again only when
+    /// it changes, not at every reconnection.
+    said: Mutex<Option<String>>,
 }
 
 impl WebSocket {
@@ -142,15 +155,26 @@ impl WebSocket {
         ] {
             *d = (*d).max(min);
         }
-        if o.gzip {
-            // permessage-deflate: tokio-tungstenite has no deflate
-            // extension, so we never offer it; servers accept plain frames.
-            debug!("WS_GZIP requested but permessage-deflate is not supported; connecting without compression");
-        }
         WebSocket {
             identity,
             opts: Arc::new(o),
+            said: Mutex::new(None),
         }
+    }
+
+    /// Logs what the handshake settled about compression, once per
+    /// outcome.
+    fn say(&self, url: &Url, negotiated: &Negotiated) {
+        let Some(what) = negotiated.describe() else {
+            return;
+        };
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        if said.as_deref() == Some(what.as_str()) {
+            debug!(endpoint = %url, compression = %what, "WebSocket compression");
+            return;
+        }
+        info!(endpoint = %url, compression = %what, "WebSocket compression (WS_GZIP): {what}");
+        *said = Some(what);
     }
 }
 
@@ -169,7 +193,10 @@ impl Protocol for WebSocket {
 
     async fn open(&self, url: &Url, within: Duration) -> Result<WsSession, String> {
         match tokio::time::timeout(within, handshake::open(url, &self.identity, &self.opts)).await {
-            Ok(Ok(ws)) => Ok(WsSession::new(ws, self.opts.clone())),
+            Ok(Ok((ws, negotiated))) => {
+                self.say(url, &negotiated);
+                Ok(WsSession::new(ws, self.opts.clone(), negotiated))
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no WebSocket upgrade within {within:?}")),
         }
@@ -200,3 +227,6 @@ impl Link<WebSocket> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod deflate_tests;

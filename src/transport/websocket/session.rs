@@ -10,11 +10,13 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, warn};
 
+use super::deflate::{DeflateError, Deflater, Negotiated, MIN_COMPRESS};
 use super::{json_patch, WebSocketOptions, Ws};
 use crate::common::js::is_falsy;
 use crate::common::Packet;
@@ -67,10 +69,15 @@ pub struct WsSession {
     /// The next status must go out in full (a new socket may reach another
     /// backend node; or the server sent `status:resend`).
     resend_status: bool,
+    /// What the handshake settled about permessage-deflate.
+    negotiated: Negotiated,
+    /// Compresses outbound messages when permessage-deflate was agreed
+    /// and our compressor may (see [`Deflater::new`]).
+    deflater: Option<Deflater>,
 }
 
 impl WsSession {
-    pub(super) fn new(ws: Ws, opts: Arc<WebSocketOptions>) -> WsSession {
+    pub(super) fn new(ws: Ws, opts: Arc<WebSocketOptions>, negotiated: Negotiated) -> WsSession {
         let period = opts.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + period, period);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -83,6 +90,23 @@ impl WsSession {
             close_reason: None,
             last_status: None,
             resend_status: true,
+            negotiated,
+            deflater: negotiated.params().and_then(|p| Deflater::new(&p)),
+        }
+    }
+
+    /// A text message as it goes on the wire: compressed (RSV1 set) when
+    /// permessage-deflate is on and it is worth it. A compressor failure
+    /// loses the connection: the server's window would no longer match.
+    fn wire(&mut self, text: String) -> Result<Message, String> {
+        match &mut self.deflater {
+            Some(d) if text.len() >= MIN_COMPRESS => {
+                let payload = d.compress(text.as_bytes()).map_err(|e| e.to_string())?;
+                let mut frame = WsFrame::message(payload, OpCode::Data(Data::Text), true);
+                frame.header_mut().rsv1 = true;
+                Ok(Message::Frame(frame))
+            }
+            _ => Ok(Message::text(text)),
         }
     }
 
@@ -116,7 +140,7 @@ impl WsSession {
     /// back for the bookkeeping of a failed write. In JSON-patch mode a
     /// `status` becomes a `status:patch` against the last one sent and
     /// becomes the new baseline (it is not given back on failure anyway).
-    fn encode(&mut self, p: Packet) -> (Option<Message>, Option<Packet>) {
+    fn encode(&mut self, p: Packet) -> (Option<String>, Option<Packet>) {
         if self.opts.json_patch && p.channel == "status" {
             let text = match self.last_status.take() {
                 Some(prev) if !self.resend_status => {
@@ -128,9 +152,9 @@ impl WsSession {
                 }
             };
             self.last_status = Some(p.payload);
-            return (text.map(Message::text), None);
+            return (text, None);
         }
-        (frame(&p.payload, &p.channel).map(Message::text), Some(p))
+        (frame(&p.payload, &p.channel), Some(p))
     }
 
     /// A failed write: what was not confirmed goes back to the route (it
@@ -240,8 +264,21 @@ pub(crate) fn inbound(text: &str) -> Inbound {
     }
 }
 
+/// The permessage-deflate error beneath a tungstenite error, if that is
+/// what failed the read.
+fn deflate_error(e: &tungstenite::Error) -> Option<&DeflateError> {
+    match e {
+        tungstenite::Error::Io(io) => io.get_ref()?.downcast_ref::<DeflateError>(),
+        _ => None,
+    }
+}
+
 impl Session for WsSession {
     type Event = WsEvent;
+
+    fn compression(&self) -> Option<String> {
+        self.negotiated.describe()
+    }
 
     async fn next_event(&mut self) -> WsEvent {
         tokio::select! {
@@ -260,7 +297,16 @@ impl Session for WsSession {
                 self.dead.as_mut().reset(Instant::now() + dead_after);
                 match m {
                     Some(Ok(m)) => self.on_message(m, io).await,
-                    Some(Err(e)) => Err(format!("connection error: {e}")),
+                    Some(Err(e)) => {
+                        if let Some(DeflateError::TooLarge { .. }) = deflate_error(&e) {
+                            // A message from PM2.io that will never be
+                            // delivered (the link logs why the socket went).
+                            io.stats
+                                .inbound_dropped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(format!("connection error: {e}"))
+                    }
                     None => Err(self
                         .close_reason
                         .take()
@@ -283,8 +329,15 @@ impl Session for WsSession {
         let mut frames = 0u64;
         let mut rest = batch.into_iter();
         while let Some(p) = rest.next() {
-            let (Some(msg), p) = self.encode(p) else {
+            let (Some(text), p) = self.encode(p) else {
                 continue;
+            };
+            let msg = match self.wire(text) {
+                Ok(m) => m,
+                Err(reason) => {
+                    let unsent = fed.into_iter().chain(p).chain(rest);
+                    return Err(self.unsent(io, unsent, reason));
+                }
             };
             if let Err(reason) = self.feed(msg).await {
                 let unsent = fed.into_iter().chain(p).chain(rest);

@@ -117,7 +117,7 @@ fn request_rejects_header_injection() {
     let mut id = id("sec");
     id.machine_name = "m1\r\nX-Evil: 1".into();
     assert_eq!(
-        handshake::upgrade_request(&url, &id, "k"),
+        handshake::upgrade_request(&url, &id, "k", false),
         Err(WsError::HeaderValue("X-KM-SERVER"))
     );
 }
