@@ -182,6 +182,7 @@ pub(crate) fn node_arch(arch: &str) -> &str {
 }
 
 /// The number of `cpuN` lines in `/proc/stat` (how libuv counts CPUs).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_stat_cpu_count(text: &str) -> usize {
     text.lines()
         .filter_map(|l| l.split_whitespace().next()?.strip_prefix("cpu"))
@@ -192,6 +193,7 @@ pub(crate) fn parse_stat_cpu_count(text: &str) -> usize {
 /// The model of the first CPU in `/proc/cpuinfo`: the first `model name`
 /// (x86, most arm), else `Processor` (old arm kernels), else `cpu` (ppc).
 /// The value is kept as printed after `: `.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_cpuinfo_model(text: &str) -> Option<String> {
     let field = |key: &str| {
         text.lines().find_map(|l| {
@@ -253,6 +255,7 @@ impl HostStats {
     }
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
     text.split_whitespace()
         .next()?
@@ -261,6 +264,7 @@ pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
         .filter(|f| f.is_finite() && *f >= 0.0)
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     let mut it = text
         .split_whitespace()
@@ -269,6 +273,7 @@ pub(crate) fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
 }
 
 /// `MemTotal:  24684092 kB` → bytes (libuv multiplies by 1024 too).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_mem_total(text: &str) -> Option<u64> {
     meminfo_bytes(text, "MemTotal:")
 }
@@ -276,10 +281,12 @@ pub(crate) fn parse_mem_total(text: &str) -> Option<u64> {
 /// `os.freemem()` on Linux: `MemAvailable` (libuv), or `MemFree` on kernels
 /// older than 3.14 that lack it (libuv then falls back to sysinfo's
 /// `freeram`, which is `MemFree`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_mem_free(text: &str) -> Option<u64> {
     meminfo_bytes(text, "MemAvailable:").or_else(|| meminfo_bytes(text, "MemFree:"))
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
