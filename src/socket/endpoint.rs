@@ -339,7 +339,14 @@ impl Listener {
             Listener::Pipe(name, waiting) => {
                 let mut waiting = waiting.lock().await;
                 // Cancel safe: a dropped accept leaves the instance waiting.
-                waiting.connect().await?;
+                if let Err(e) = waiting.connect().await {
+                    // Not left to fail again: the next accept waits on a
+                    // fresh instance.
+                    if let Ok(fresh) = pipe::instance(name, false) {
+                        *waiting = fresh;
+                    }
+                    return Err(e);
+                }
                 let next = pipe::instance(name, false)?;
                 Ok(Stream::PipeServer(std::mem::replace(&mut *waiting, next)))
             }
