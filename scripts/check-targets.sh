@@ -62,8 +62,13 @@ else
   if [ ! -x "$deb/usr/bin/rustc" ]; then
     echo "check-targets: no rust-src for any rustup toolchain; fetching Debian's rustc-web into $deb"
     mkdir -p "$deb/debs"
-    pkgs="rustc-web cargo-web libstd-rust-web-1.85 libstd-rust-web-dev rust-web-src libllvm19 libhttp-parser2.9 libpcre3"
-    (cd "$deb/debs" && { apt-get download $pkgs >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get download $pkgs; }; })
+    # The versioned library packages are named after rustc's and LLVM's
+    # versions: asked from apt, the names of today as a fallback.
+    apt-cache show rustc-web >/dev/null 2>&1 || apt-get update >/dev/null
+    std=$(apt-cache depends libstd-rust-web-dev | awk '/Depends: libstd-rust-web-[0-9]/{print $2; exit}')
+    llvm=$(apt-cache depends "${std:-libstd-rust-web-1.85}" | awk '/Depends: libllvm[0-9]/{print $2; exit}')
+    pkgs="rustc-web cargo-web rust-web-src libstd-rust-web-dev ${std:-libstd-rust-web-1.85} ${llvm:-libllvm19} libhttp-parser2.9 libpcre3"
+    (cd "$deb/debs" && apt-get download -q $pkgs >/dev/null)
     for d in "$deb"/debs/*.deb; do dpkg-deb -x "$d" "$deb"; done
     rm -rf "$deb/debs"
   fi
