@@ -44,3 +44,14 @@ test('pingSocket is false for a missing socket and rpcCall rejects clearly', asy
   await assert.rejects(binding.rpcCall(missing, 'getInfos', [], 300), /timed out|closed|lost/)
   await assert.rejects(binding.rpcCall('', 'x', []), /empty endpoint/)
 })
+
+test('PM2 socket names of the other OS are understood: named pipes / unix paths', async () => {
+  const binding = require(path.join(root, 'index.js'))
+  // PM2's Windows names (constants.js): parsed as pipes, so on Linux and
+  // macOS nobody answers; on Windows no agent serves this one.
+  const pipe = `\\\\.\\pipe\\ka-none-${process.pid}.sock`
+  assert.equal(await binding.pingSocket(pipe, 300), false)
+  if (process.platform !== 'win32') {
+    await assert.rejects(binding.rpcCall(pipe, 'getInfos', [], 300), /not available on|timed out|closed|lost/)
+  }
+})

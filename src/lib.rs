@@ -25,6 +25,8 @@ pub mod host;
 pub mod logging;
 pub mod net;
 pub mod pm2;
+#[cfg(test)]
+mod portability;
 pub mod protocol;
 pub mod push;
 pub mod reverse;

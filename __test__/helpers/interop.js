@@ -15,7 +15,8 @@ const TARGET = 'x86_64-unknown-linux-gnu';
 // skips the cargo build.
 const BINARY = process.env.INTEROP_BIN
   ? path.resolve(process.env.INTEROP_BIN)
-  : path.join(ROOT, 'target', TARGET, 'release', 'examples', 'interop');
+  : path.join(process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target'),
+    TARGET, 'release', 'examples', 'interop');
 
 let built = !!process.env.INTEROP_BIN;
 

@@ -42,10 +42,19 @@ impl Paths {
                 None => pm2_home.join(default),
             }
         };
+        // PM2 on Windows (paths.js, and constants.js here) puts its sockets
+        // at fixed named pipes, whatever PM2_HOME and the environment say.
+        let sock = |key: &str, name: &str| -> PathBuf {
+            if cfg!(windows) {
+                PathBuf::from(format!(r"\\.\pipe\{name}"))
+            } else {
+                over(key, name)
+            }
+        };
         Paths {
-            rpc_sock: over("PM2_DAEMON_RPC_PORT", "rpc.sock"),
-            pub_sock: over("PM2_DAEMON_PUB_PORT", "pub.sock"),
-            interactor_sock: over("PM2_INTERACTOR_RPC_PORT", "interactor.sock"),
+            rpc_sock: sock("PM2_DAEMON_RPC_PORT", "rpc.sock"),
+            pub_sock: sock("PM2_DAEMON_PUB_PORT", "pub.sock"),
+            interactor_sock: sock("PM2_INTERACTOR_RPC_PORT", "interactor.sock"),
             pid_file: over("PM2_INTERACTOR_PID_PATH", "agent.pid"),
             dump_file: over("PM2_DUMP_FILE_PATH", "dump.pm2"),
             log_file: over("PM2_INTERACTOR_LOG_FILE_PATH", "agent.log"),
@@ -327,8 +336,11 @@ impl DaemonConfig {
 
 pub use crate::common::js::js_number;
 
+/// `os.homedir()`: `HOME`, else (Windows) `USERPROFILE`.
 fn home_dir() -> PathBuf {
     std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc"))
 }
@@ -389,7 +401,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.paths.interactor_sock,
-            PathBuf::from("/tmp/h/interactor.sock")
+            PathBuf::from(if cfg!(windows) {
+                r"\\.\pipe\interactor.sock"
+            } else {
+                "/tmp/h/interactor.sock"
+            })
         );
         assert_eq!(c.root_url, "http://127.0.0.1:1");
         assert!(c.ws_json_patch, "any non-empty value, even 'false'");

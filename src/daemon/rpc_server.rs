@@ -3,7 +3,6 @@
 //! daemon which lost the race for `agent.lock` asks for this agent's outcome
 //! (`launchOutcome`).
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,9 +75,15 @@ pub async fn bind(
         async move { Ok(outcome.into_iter().collect()) }
     });
     let path = &cfg.paths.interactor_sock;
-    let sock = server.bind(&Endpoint::unix(path)).await?;
+    let sock = server.bind(&Endpoint::local(path)).await?;
     // Owner and group only (getInfos answers the agent's identity and state).
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    // A named pipe (Windows) has no mode: its default security descriptor
+    // already lets only its creator, SYSTEM and administrators write.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    }
     tracing::debug!(path = %path.display(), "interactor RPC bound");
     Ok(InteractorRpc { sock })
 }

@@ -344,12 +344,9 @@ fn supervise(
 /// queued, so nothing is lost that would still be true later).
 async fn status_loop(workers: Workers, pipeline: Arc<Mutex<EventPipeline>>) {
     let cfg = workers.inner.cfg.clone();
-    let mut host = HostIdentity::detect();
     // Node's own `os.cpus()` when the JS wrapper passed it (the exact
-    // `cpuMeta` of DataRetriever.js); procfs otherwise.
-    if let Some(cpu) = CpuMeta::from_node_cpus(&cfg.host.cpus) {
-        host.cpu = cpu;
-    }
+    // `cpuMeta` of DataRetriever.js); the OS otherwise.
+    let host = HostIdentity::detect_with(CpuMeta::from_node_cpus(&cfg.host.cpus));
     let mut ctx = StatusContext {
         server_name: cfg.identity.machine_name.clone(),
         internal_ip: internal_ip(),

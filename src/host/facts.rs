@@ -4,7 +4,9 @@
 //!
 //! The OS facts come from where libuv reads them on Linux (`/proc/stat`,
 //! `/proc/cpuinfo`, `/proc/meminfo`, `gethostname(2)`), so `verifyPM2` and
-//! `status` carry the same values as with the Node host. The Node facts come
+//! `status` carry the same values as with the Node host; on other Unixes
+//! (macOS) the CPU list comes from sysinfo, the memory from `sysconf`.
+//! The Node facts come
 //! from the launcher, by environment (set by `InteractorClient.daemonize`):
 //!
 //! | variable                  | Node equivalent      | when unset                     |
@@ -48,9 +50,27 @@ pub fn detect(env: &HashMap<String, String>, exe: Option<&Path>) -> HostInfo {
     }
 }
 
+/// `os.cpus()` where there is no procfs: model and speed from sysinfo; the
+/// times, which it does not expose, are zeros.
+#[cfg(not(target_os = "linux"))]
+pub fn os_cpus() -> Value {
+    let list = crate::push::host_sys::cpus()
+        .into_iter()
+        .map(|(model, speed)| {
+            json!({
+                "model": if model.is_empty() { "unknown".to_owned() } else { model },
+                "speed": speed,
+                "times": {"user": 0, "nice": 0, "sys": 0, "idle": 0, "irq": 0},
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
 /// `os.cpus()`: one `{model, speed, times: {user, nice, sys, idle, irq}}`
 /// per CPU, times in milliseconds. Empty when procfs is unreadable (the
 /// status loop then falls back to its own detection).
+#[cfg(target_os = "linux")]
 pub fn os_cpus() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let times = parse_stat_times(&read("/proc/stat"));
@@ -157,6 +177,7 @@ pub fn hostname() -> String {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads system configuration.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -168,6 +189,7 @@ fn clock_ticks() -> u64 {
 }
 
 /// libuv's speed source: the current frequency in kHz from cpufreq.
+#[cfg(target_os = "linux")]
 fn cpufreq_mhz(cpu: usize) -> Option<u64> {
     let p = format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq");
     let khz: u64 = std::fs::read_to_string(p).ok()?.trim().parse().ok()?;

@@ -28,7 +28,7 @@ pub struct Pm2Client {
 impl Pm2Client {
     pub fn connect(rpc_sock: &Path, pub_sock: &Path) -> Pm2Client {
         let rpc = RpcClient::connect(
-            Endpoint::unix(rpc_sock),
+            Endpoint::local(rpc_sock),
             ReqOptions {
                 lazy_json: true,
                 timeout: RPC_TIMEOUT,
@@ -37,7 +37,7 @@ impl Pm2Client {
                 ..Default::default()
             },
         );
-        let bus = SubEmitter::connect(Endpoint::unix(pub_sock), amp::DEFAULT_MAX_FRAME);
+        let bus = SubEmitter::connect(Endpoint::local(pub_sock), amp::DEFAULT_MAX_FRAME);
         Pm2Client { rpc, bus }
     }
 

@@ -1,5 +1,6 @@
-//! What Node's `os` module tells the JS agent about the machine, read without
-//! libc: `/proc` on Linux, neutral fallbacks elsewhere.
+//! What Node's `os` module tells the JS agent about the machine: read from
+//! `/proc` on Linux (without libc), through [`super::host_sys`] (sysinfo)
+//! elsewhere.
 
 use std::net::Ipv4Addr;
 
@@ -55,7 +56,13 @@ impl CpuMeta {
 
     /// What libuv's `uv_cpu_info` would list: on Linux the `cpuN` lines of
     /// `/proc/stat` and the first model in `/proc/cpuinfo` (libuv's default
-    /// model is `unknown`); elsewhere the available parallelism and no model.
+    /// model is `unknown`); elsewhere sysinfo's CPU list.
+    #[cfg(not(target_os = "linux"))]
+    fn detect() -> CpuMeta {
+        super::host_sys::cpu_meta()
+    }
+
+    #[cfg(target_os = "linux")]
     fn detect() -> CpuMeta {
         let read = |p: &str| std::fs::read_to_string(p).ok();
         let number = read("/proc/stat")
@@ -69,8 +76,7 @@ impl CpuMeta {
         let info = match (number, model) {
             (0, _) => Self::NO_DATA.to_owned(),
             (_, Some(m)) => m,
-            (_, None) if cfg!(target_os = "linux") => "unknown".to_owned(),
-            (_, None) => Self::NO_DATA.to_owned(),
+            (_, None) => "unknown".to_owned(),
         };
         CpuMeta { number, info }
     }
@@ -79,13 +85,19 @@ impl CpuMeta {
 impl HostIdentity {
     /// Reads the process environment and the OS once.
     pub fn detect() -> HostIdentity {
+        HostIdentity::detect_with(None)
+    }
+
+    /// [`Self::detect`] with the CPU meta already known (Node's `os.cpus()`,
+    /// passed by the JS wrapper), so the OS is not asked for it.
+    pub fn detect_with(cpu: Option<CpuMeta>) -> HostIdentity {
         HostIdentity {
             username: username_from(|k| std::env::var(k).ok()),
             hostname: hostname(),
             platform: node_platform(std::env::consts::OS).to_owned(),
             os_type: node_os_type(std::env::consts::OS).to_owned(),
             arch: node_arch(std::env::consts::ARCH).to_owned(),
-            cpu: CpuMeta::detect(),
+            cpu: cpu.unwrap_or_else(CpuMeta::detect),
         }
     }
 }
@@ -107,18 +119,26 @@ pub(crate) fn username_from(get: impl Fn(&str) -> Option<String>) -> Option<Stri
 }
 
 fn hostname() -> String {
-    // gethostname(2) on Linux is the UTS name, which procfs exposes.
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let h = h.trim();
-        if !h.is_empty() {
-            return h.to_owned();
-        }
+    if let Some(h) = os_hostname() {
+        return h;
     }
     ["HOSTNAME", "COMPUTERNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
         .find(|v| !v.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// gethostname(2) on Linux is the UTS name, which procfs exposes.
+#[cfg(target_os = "linux")]
+fn os_hostname() -> Option<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(h.trim().to_owned()).filter(|h| !h.is_empty())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn os_hostname() -> Option<String> {
+    super::host_sys::hostname()
 }
 
 /// Rust's `std::env::consts::OS` → Node's `process.platform`.
@@ -162,6 +182,7 @@ pub(crate) fn node_arch(arch: &str) -> &str {
 }
 
 /// The number of `cpuN` lines in `/proc/stat` (how libuv counts CPUs).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_stat_cpu_count(text: &str) -> usize {
     text.lines()
         .filter_map(|l| l.split_whitespace().next()?.strip_prefix("cpu"))
@@ -172,6 +193,7 @@ pub(crate) fn parse_stat_cpu_count(text: &str) -> usize {
 /// The model of the first CPU in `/proc/cpuinfo`: the first `model name`
 /// (x86, most arm), else `Processor` (old arm kernels), else `cpu` (ppc).
 /// The value is kept as printed after `: `.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_cpuinfo_model(text: &str) -> Option<String> {
     let field = |key: &str| {
         text.lines().find_map(|l| {
@@ -200,9 +222,22 @@ pub struct HostStats {
 }
 
 impl HostStats {
-    /// Three small procfs reads; zeros where unavailable (non-Linux, or a
-    /// procfs that hides them).
+    /// The figures now: procfs on Linux.
+    #[cfg(target_os = "linux")]
     pub fn read() -> HostStats {
+        HostStats::read_procfs()
+    }
+
+    /// The figures now: sysinfo where there is no procfs.
+    #[cfg(not(target_os = "linux"))]
+    pub fn read() -> HostStats {
+        super::host_sys::stats()
+    }
+
+    /// Three small procfs reads; zeros where unavailable (a procfs that
+    /// hides them).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn read_procfs() -> HostStats {
         let read = |p: &str| std::fs::read_to_string(p).ok();
         let meminfo = read("/proc/meminfo");
         HostStats {
@@ -220,6 +255,7 @@ impl HostStats {
     }
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
     text.split_whitespace()
         .next()?
@@ -228,6 +264,7 @@ pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
         .filter(|f| f.is_finite() && *f >= 0.0)
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     let mut it = text
         .split_whitespace()
@@ -236,6 +273,7 @@ pub(crate) fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
 }
 
 /// `MemTotal:  24684092 kB` → bytes (libuv multiplies by 1024 too).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_mem_total(text: &str) -> Option<u64> {
     meminfo_bytes(text, "MemTotal:")
 }
@@ -243,10 +281,12 @@ pub(crate) fn parse_mem_total(text: &str) -> Option<u64> {
 /// `os.freemem()` on Linux: `MemAvailable` (libuv), or `MemFree` on kernels
 /// older than 3.14 that lack it (libuv then falls back to sysinfo's
 /// `freeram`, which is `MemFree`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn parse_mem_free(text: &str) -> Option<u64> {
     meminfo_bytes(text, "MemAvailable:").or_else(|| meminfo_bytes(text, "MemFree:"))
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;

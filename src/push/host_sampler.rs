@@ -4,7 +4,8 @@
 //! The JS agent calls `os.loadavg()`, `os.freemem()` and `os.uptime()` on
 //! every status (each a procfs read in libuv). The kernel recomputes the
 //! load average every 5 seconds, and free memory seen 5 seconds late is
-//! as good for a dashboard, so [`HostSampler`] reads `/proc` at most every
+//! as good for a dashboard, so [`HostSampler`] reads the OS (`/proc` on
+//! Linux, sysinfo elsewhere: [`HostStats::read`]) at most every
 //! [`HostSampler::REFRESH`] and derives the uptime in between from the
 //! monotonic clock: the same values, with two reads every 5 s instead of
 //! three each second.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::host::HostStats;
 
-/// Cached [`HostStats`], refreshed from `/proc` when older than
+/// Cached [`HostStats`], read again from the OS when older than
 /// [`HostSampler::REFRESH`].
 #[derive(Debug, Default)]
 pub struct HostSampler {
@@ -21,14 +22,14 @@ pub struct HostSampler {
 }
 
 impl HostSampler {
-    /// How long a reading of `/proc` is reused.
+    /// How long a reading of the OS is reused.
     pub const REFRESH: Duration = Duration::from_secs(5);
 
     pub fn new() -> HostSampler {
         HostSampler::default()
     }
 
-    /// The figures at `now`: `/proc` read again when the last reading is
+    /// The figures at `now`: the OS read again when the last reading is
     /// [`Self::REFRESH`] old, else that reading with the uptime moved on.
     pub fn sample(&mut self, now: Instant) -> HostStats {
         self.sample_with(now, HostStats::read)

@@ -10,6 +10,8 @@ pub mod context;
 pub mod events;
 pub(crate) mod host;
 pub mod host_sampler;
+#[cfg(any(not(target_os = "linux"), test))]
+pub(crate) mod host_sys;
 pub(crate) mod js;
 pub mod logs;
 pub mod profiling;

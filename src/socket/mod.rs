@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod connection;
 pub mod endpoint;
+#[cfg(unix)]
 pub mod ipc;
 pub mod liveness;
 pub mod nssocket;

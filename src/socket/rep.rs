@@ -154,7 +154,7 @@ mod tests {
     async fn close_drops_connected_peers() {
         let dir = std::env::temp_dir().join(format!("ka-rep-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ep = Endpoint::unix(dir.join("rep.sock"));
+        let ep = crate::socket::endpoint::test_endpoint(&dir, "rep.sock");
         let (sock, mut requests) = RepSocket::bind(&ep, 1 << 20).await.unwrap();
         tokio::spawn(async move {
             while let Some(r) = requests.recv().await {

@@ -405,7 +405,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ka-req-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Endpoint::unix(dir.join("s.sock"))
+        crate::socket::endpoint::test_endpoint(&dir, "s.sock")
     }
 
     /// A minimal rep peer that answers `[x, id]` with `[x, id]`, one

@@ -284,7 +284,7 @@ mod tests {
     async fn rust_client_against_rust_server() {
         let dir = std::env::temp_dir().join(format!("ka-rpc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ep = Endpoint::unix(dir.join("rpc.sock"));
+        let ep = crate::socket::endpoint::test_endpoint(&dir, "rpc.sock");
         let server = RpcServer::new();
         server.expose("add", &["a", "b", "cb"], |args| async move {
             let a = args.first().and_then(Value::as_i64).unwrap_or(0);
