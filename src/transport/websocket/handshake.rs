@@ -57,21 +57,13 @@ pub(super) async fn open(
     // Built first: a bad header value fails without touching the network.
     let request = upgrade_request(url, identity, &key, opts.gzip)?;
     let mut stream = net::connect(url, &opts.net).await?;
-    let leftover =
-        tokio::time::timeout(opts.handshake_timeout, upgrade(&mut stream, &request, &key))
-            .await
-            .map_err(|_| WsError::HandshakeTimeout(opts.handshake_timeout))??;
-    let config = config(opts);
-    Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
     let (leftover, negotiated) = tokio::time::timeout(
         opts.handshake_timeout,
         upgrade(&mut stream, &request, &key, opts.gzip),
     )
     .await
     .map_err(|_| WsError::HandshakeTimeout(opts.handshake_timeout))??;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(opts.max_message_size))
-        .max_frame_size(Some(opts.max_message_size));
+    let config = config(opts);
     let ws = match negotiated.params() {
         Some(params) => {
             let stream: BoxStream = Box::pin(InflateStream::new(
