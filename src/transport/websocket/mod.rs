@@ -27,9 +27,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info};
 
+use deflate::Negotiated;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use handshake::config as ws_config;
-use deflate::Negotiated;
 pub use handshake::parse_ws_url;
 use session::WsSession;
 #[cfg(any(test, feature = "fuzzing"))]
