@@ -261,8 +261,9 @@ function attachToFresh (conf, infos, holder, done) {
     pending.then((res) => res, () => []).then((res) => {
       const msg = Array.isArray(res) && res[0] && typeof res[0] === 'object' ? res[0] : null
       if (msg) {
+        // The agent reports its secret masked (`****` + last 4).
         const same = msg.pid === pid && msg.public_key === infos.public_key &&
-          msg.secret_key === infos.secret_key && msg.machine_name === infos.machine_name
+          (msg.secret_key === infos.secret_key || msg.secret_key === maskSecret(infos.secret_key)) && msg.machine_name === infos.machine_name
         return done(same ? msg : null)
       }
       if (Date.now() >= deadline) return done(null)
