@@ -15,7 +15,7 @@ const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { AxonBackend, cipher, decipherText } = require('./helpers/axon-backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
-const { sleep, launchAgent, getInfos, killAgent, agentLog, MODE } = require('./helpers/agent')
+const { launchAgent, getInfos, killAgent, agentLog, MODE } = require('./helpers/agent')
 const { assertRefusalsSayWhy } = require('./helpers/refusals')
 
 const home = tmpHome('ka-axon-')

@@ -10,7 +10,6 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('fs')
 const os = require('os')
-const path = require('path')
 const { tmpHome, waitUntil } = require('./helpers/pm2')
 const { launchAgent, killAgent, idleStage } = require('./helpers/agent')
 

@@ -138,10 +138,11 @@ test('missing keys: secret checked first, then public; nothing is written', asyn
   cleanEnv(t)
   const home = tmpHome(t)
   const cst = constants.forHome(home)
-  let [err, conf] = await getOrSetConf(cst, {})
+  const none = await getOrSetConf(cst, {})
+  let err = none[0]
   assert.ok(err instanceof Error)
   assert.equal(err.message, 'secret key is not defined')
-  assert.equal(conf, undefined)
+  assert.equal(none[1], undefined)
   ;[err] = await getOrSetConf(cst, { public_key: 'p' })
   assert.equal(err.message, 'secret key is not defined')
   ;[err] = await getOrSetConf(cst, { secret_key: 's' })

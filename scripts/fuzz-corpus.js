@@ -85,7 +85,7 @@ const seeds = {
     captured_action: line('trigger:pm2:action', '29c1278a35ca413a97a70966f499e037528a7b4455f58e115b0d3eea906b677fddd888f3401ad635d9fa62699ed78e3d66ecb686bece565673fb934ba6c64488'),
     ask: line('ask', null),
     two_segments: line('a', 'b', 1),
-    stream: Buffer.concat([line('ask', null), line('trigger:action', cipherHex(SECRET, JSON.stringify(commands[2]))), Buffer.from('\n[\"partial\"')])
+    stream: Buffer.concat([line('ask', null), line('trigger:action', cipherHex(SECRET, JSON.stringify(commands[2]))), Buffer.from('\n["partial"')])
   },
   cipher_payload: {
     ...Object.fromEntries(commands.map((c, i) => [`hex_${i}`, Buffer.from(cipherHex(SECRET, JSON.stringify(c)))])),

@@ -69,7 +69,7 @@ const regular = testFiles(DIR, '__test__')
 const faults = testFiles(FAULTS_DIR, path.join('__test__', 'faults'))
 const isAgentTest = (f) => {
   const base = path.basename(f)
-  return (/^agent-/.test(base) && base !== 'agent-native.test.js') || base === 'pm2-link.test.js'
+  return (base.startsWith('agent-') && base !== 'agent-native.test.js') || base === 'pm2-link.test.js'
 }
 // The longest file first in the native run, so the two runs end together.
 const longestFirst = (files) => files.sort((a, b) => (path.basename(b) === 'agent-outage.test.js') - (path.basename(a) === 'agent-outage.test.js'))

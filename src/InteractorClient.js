@@ -165,7 +165,7 @@ function looksLikeAgent (pid) {
   } catch (e) {
     return false
   }
-  return cmdline.includes('InteractorDaemon') || /^PM2 Agent v/.test(cmdline)
+  return cmdline.includes('InteractorDaemon') || cmdline.startsWith('PM2 Agent v')
 }
 
 const OUR_DAEMON_SCRIPT = path.join(__dirname, 'InteractorDaemon.js')

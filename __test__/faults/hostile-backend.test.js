@@ -9,7 +9,6 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const fs = require('fs')
 const { tmpHome, waitUntil } = require('../helpers/pm2')
 
 const home = tmpHome('ka-hostile-')

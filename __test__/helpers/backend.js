@@ -293,7 +293,7 @@ class Backend extends EventEmitter {
     for (const ws of this.sockets) ws.terminate()
     this.sockets.clear()
     if (this.server) {
-      this.server.closeAllConnections && this.server.closeAllConnections()
+      this.server.closeAllConnections?.()
       await new Promise((resolve) => this.server.close(() => resolve()))
     }
     if (this.wss) this.wss.close()

@@ -129,7 +129,7 @@ class Interop {
     this.exitInfo = null;
     this.proc = spawn(buildInterop(), args, {
       cwd: opts.cwd || ROOT,
-      env: { ...process.env, ...(opts.env || {}) },
+      env: { ...process.env, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     live.add(this.proc);

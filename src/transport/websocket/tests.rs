@@ -42,6 +42,8 @@ async fn listen() -> (TcpListener, String) {
     (l, url)
 }
 
+// tungstenite's callback type returns its (large) ErrorResponse by value.
+#[allow(clippy::result_large_err)]
 async fn accept(l: &TcpListener) -> (ServerWs, HeaderMap) {
     let (tcp, _) = within(l.accept()).await.unwrap();
     let mut headers = HeaderMap::new();
