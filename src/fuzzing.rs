@@ -39,7 +39,7 @@ use crate::protocol::{ipc, nssocket, rpc};
 use crate::push::context::{SourceCache, SourceReader, StackContext};
 use crate::push::status::{build_status_from, build_status_with};
 use crate::push::transactions::{Mulberry32, TransactionAggregator, TransactionConfig};
-use crate::push::{CpuMeta, EventPipeline, HostIdentity, HostStats, LogStreaming, PushAction};
+use crate::push::{EventPipeline, HostStats, LogStreaming, PushAction};
 use crate::push::{PushConfig, StatusContext};
 use crate::socket::nssocket::{NsReader, MAX_LINE};
 use crate::socket::rpc::RpcServer;
@@ -609,25 +609,10 @@ pub fn ws_message(data: &[u8]) {
 
 fn status_context() -> StatusContext {
     StatusContext {
-        server_name: "fuzz".into(),
-        internal_ip: "127.0.0.1".into(),
         rev_con: true,
         pm2_version: Some("7.0.4".into()),
-        agent_version: "0.0.0".into(),
-        node_version: "v20.0.0".into(),
-        unique_id: "u".into(),
         interaction: Some(true),
-        host: HostIdentity {
-            username: None,
-            hostname: "h".into(),
-            platform: "linux".into(),
-            os_type: "Linux".into(),
-            arch: "x64".into(),
-            cpu: CpuMeta {
-                number: 1,
-                info: "c".into(),
-            },
-        },
+        ..StatusContext::sample("fuzz")
     }
 }
 

@@ -88,27 +88,7 @@ mod proptests {
     use serde_json::Value;
 
     fn ctx() -> StatusContext {
-        StatusContext {
-            server_name: "m".into(),
-            internal_ip: "127.0.0.1".into(),
-            rev_con: false,
-            pm2_version: None,
-            agent_version: "0".into(),
-            node_version: "v0".into(),
-            unique_id: "u".into(),
-            interaction: None,
-            host: HostIdentity {
-                username: None,
-                hostname: "h".into(),
-                platform: "linux".into(),
-                os_type: "Linux".into(),
-                arch: "x64".into(),
-                cpu: CpuMeta {
-                    number: 1,
-                    info: "c".into(),
-                },
-            },
-        }
+        StatusContext::sample("m")
     }
 
     proptest! {

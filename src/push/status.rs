@@ -35,6 +35,35 @@ pub struct StatusContext {
     pub host: HostIdentity,
 }
 
+impl StatusContext {
+    /// A fixed context for tests and fuzz targets: server `name`, one
+    /// CPU, no optional keys.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn sample(name: &str) -> Self {
+        StatusContext {
+            server_name: name.into(),
+            internal_ip: "127.0.0.1".into(),
+            rev_con: false,
+            pm2_version: None,
+            agent_version: "0".into(),
+            node_version: "v0".into(),
+            unique_id: "u".into(),
+            interaction: None,
+            host: HostIdentity {
+                username: None,
+                hostname: "h".into(),
+                platform: "linux".into(),
+                os_type: "Linux".into(),
+                arch: "x64".into(),
+                cpu: CpuMeta {
+                    number: 1,
+                    info: "c".into(),
+                },
+            },
+        }
+    }
+}
+
 /// The `status` payload for `procs` (PM2's `getMonitorData` list), with the
 /// host's uptime/loadavg/memory read now.
 pub fn build_status(procs: &[Value], ctx: &StatusContext) -> Value {

@@ -39,6 +39,7 @@ pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn tune(stream: &tokio::net::TcpStream) {
     let sock = socket2::SockRef::from(stream);
     let ka = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    // Interval and retry count: the platforms socket2 supports them on.
     #[cfg(any(
         target_os = "linux",
         target_os = "android",
@@ -48,17 +49,9 @@ pub fn tune(stream: &tokio::net::TcpStream) {
         target_os = "netbsd",
         target_os = "windows"
     ))]
-    let ka = ka.with_interval(KEEPALIVE_INTERVAL);
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "windows"
-    ))]
-    let ka = ka.with_retries(KEEPALIVE_COUNT);
+    let ka = ka
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_COUNT);
     if let Err(e) = sock.set_tcp_keepalive(&ka) {
         tracing::debug!(error = %e, "cannot set TCP keepalive");
     }
