@@ -150,19 +150,32 @@ impl PeerInflater {
     fn inflate(&mut self, payload: &[u8]) -> Vec<u8> {
         let mut input = payload.to_vec();
         input.extend_from_slice(&TRAILER);
-        let mut out = Vec::with_capacity(input.len() * 8 + 1024);
-        let start = self.0.total_in();
-        loop {
-            let used = (self.0.total_in() - start) as usize;
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity());
-            }
-            self.0
-                .decompress_vec(&input[used..], &mut out, FlushDecompress::Sync)
-                .unwrap();
-            if (self.0.total_in() - start) as usize == input.len() && out.len() < out.capacity() {
-                return out;
-            }
+        let d = &mut self.0;
+        let start = d.total_in();
+        pump(&input, input.len() * 8 + 1024, |rest, out| {
+            d.decompress_vec(rest, out, FlushDecompress::Sync).unwrap();
+            d.total_in() - start
+        })
+    }
+}
+
+/// Feeds `input` to a flate2 stream with a sync flush until it has taken
+/// all of it and left room in `out` (so nothing is pending): `step` runs
+/// the stream on the rest and returns how many input bytes it has taken.
+fn pump(
+    input: &[u8],
+    capacity: usize,
+    mut step: impl FnMut(&[u8], &mut Vec<u8>) -> u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    let mut used = 0;
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity());
+        }
+        used = step(&input[used..], &mut out) as usize;
+        if used == input.len() && out.len() < out.capacity() {
+            return out;
         }
     }
 }
@@ -175,20 +188,12 @@ impl PeerDeflater {
         PeerDeflater(Compress::new(Compression::default(), false))
     }
     fn compress(&mut self, msg: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(msg.len() + 1024);
-        let start = self.0.total_in();
-        loop {
-            let used = (self.0.total_in() - start) as usize;
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity());
-            }
-            self.0
-                .compress_vec(&msg[used..], &mut out, FlushCompress::Sync)
-                .unwrap();
-            if (self.0.total_in() - start) as usize == msg.len() && out.len() < out.capacity() {
-                break;
-            }
-        }
+        let c = &mut self.0;
+        let start = c.total_in();
+        let mut out = pump(msg, msg.len() + 1024, |rest, out| {
+            c.compress_vec(rest, out, FlushCompress::Sync).unwrap();
+            c.total_in() - start
+        });
         assert!(out.ends_with(&TRAILER));
         out.truncate(out.len() - 4);
         out
