@@ -54,9 +54,6 @@ test.before(async () => {
 
 test.after(async () => {
   if (stage) await stage.teardown()
-  for (const pid of agentProcesses(home)) {
-    try { process.kill(pid, 'SIGKILL') } catch (e) {}
-  }
 })
 
 test('five launchAndInteract at once (one process): one agent, every caller gets its outcome', async () => {

@@ -55,9 +55,6 @@ test.before(async () => {
 
 test.after(async () => {
   if (stage) await stage.teardown()
-  for (const pid of agentProcesses(home)) {
-    try { process.kill(pid, 'SIGKILL') } catch (e) {}
-  }
 })
 
 for (let r = 1; r <= ROUNDS; r++) {

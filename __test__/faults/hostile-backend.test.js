@@ -77,9 +77,6 @@ test.after(async () => {
   stage.backend.rawVerify = null
   stage.backend.silentUpgrade = false
   if (stage) await stage.teardown()
-  for (const pid of agentProcesses(home)) {
-    try { process.kill(pid, 'SIGKILL') } catch (e) {}
-  }
   if (peakRss) console.log(`# hostile backend (${MODE}): agent RSS ${(baselineRss / MB).toFixed(1)} MiB at rest, peak ${(peakRss / MB).toFixed(1)} MiB`)
 })
 

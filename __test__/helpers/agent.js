@@ -55,7 +55,8 @@ function hasAgentTitle (pid, home) {
 /**
  * The usual stage of an agent test on `home`: a local backend, and PM2 with
  * one idle app named `idle`. `teardown()` stops the agent, PM2 and the
- * backend.
+ * backend, then SIGKILLs any agent process of `home` still there (one a
+ * test left wedged or orphaned).
  */
 async function idleStage (home) {
   const { Backend } = require('./backend')
@@ -66,6 +67,9 @@ async function idleStage (home) {
     await killAgent()
     await killPm2(home)
     await backend.stop()
+    for (const pid of agentProcesses(home)) {
+      try { process.kill(pid, 'SIGKILL') } catch (e) {}
+    }
   }
   return { backend, teardown }
 }
