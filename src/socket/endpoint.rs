@@ -353,6 +353,32 @@ impl Listener {
         }
     }
 
+    /// The next connection, whatever it takes: a failed accept (EMFILE,
+    /// ENFILE, ENOBUFS, an aborted connection: usually transient) is
+    /// retried after a pause that grows from 10 ms to 1 s
+    /// ([`AcceptBackoff`]), and logged once per run of failures, so a
+    /// persistent error neither spins a core nor floods agent.log.
+    pub async fn accept_retrying(&self) -> Stream {
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            match self.accept().await {
+                Ok(s) => {
+                    if backoff.failures > 0 {
+                        tracing::info!(endpoint = %self.local_endpoint(), failures = backoff.failures, "accepting again");
+                    }
+                    return s;
+                }
+                Err(e) => {
+                    let pause = backoff.failed();
+                    if backoff.failures == 1 {
+                        tracing::warn!(endpoint = %self.local_endpoint(), error = %e, "accept failed, retrying with backoff");
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
     pub fn local_endpoint(&self) -> Endpoint {
         match self {
             #[cfg(unix)]
@@ -380,6 +406,26 @@ impl Listener {
     }
 }
 
+/// The pauses between failed accepts: 10 ms, doubling, at most 1 s.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// Failures in this run (reset by a new `AcceptBackoff`).
+    pub failures: u32,
+}
+
+impl AcceptBackoff {
+    pub const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Records a failure; the pause before the next attempt.
+    pub fn failed(&mut self) -> std::time::Duration {
+        self.failures = self.failures.saturating_add(1);
+        Self::FIRST
+            .saturating_mul(1u32 << (self.failures - 1).min(16))
+            .min(Self::MAX)
+    }
+}
+
 /// An endpoint for a test's own server: a unix socket in `dir` on Unix, a
 /// named pipe unique to this process and `dir` on Windows.
 #[cfg(test)]
@@ -402,6 +448,20 @@ pub(crate) fn test_endpoint(dir: &Path, name: &str) -> Endpoint {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn accept_backoff_grows_to_its_bound() {
+        let mut b = super::AcceptBackoff::default();
+        let pauses: Vec<u128> = (0..12).map(|_| b.failed().as_millis()).collect();
+        assert_eq!(
+            pauses,
+            [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 1000, 1000]
+        );
+        assert_eq!(b.failures, 12);
+        for _ in 0..100 {
+            assert_eq!(b.failed(), super::AcceptBackoff::MAX);
+        }
+    }
+
     use super::*;
 
     #[test]

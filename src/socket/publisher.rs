@@ -178,9 +178,7 @@ impl PubSocket {
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok(stream) = listener.accept().await else {
-                    continue;
-                };
+                let stream = listener.accept_retrying().await;
                 let (mut r, w) = tokio::io::split(stream);
                 let writer = Writer::spawn(w, max_pending);
                 s.peers

@@ -65,14 +65,7 @@ impl RepSocket {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(async move {
             loop {
-                let stream = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+                let stream = listener.accept_retrying().await;
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     tracing::warn!("too many connections, closing a new one");
                     continue;
