@@ -556,6 +556,10 @@ enum WsSeen {
 }
 
 fn inbound_invariants(i: &Inbound) {
+    assert!(
+        i.packet.is_none() || i.rejected.is_none(),
+        "a packet delivered and counted as rejected: {i:?}"
+    );
     if let Some(p) = &i.packet {
         assert!(!p.channel.is_empty() && !is_falsy(&p.payload), "{p:?}");
         assert_eq!(i.resend_status, p.channel == "status:resend");

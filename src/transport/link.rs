@@ -136,6 +136,16 @@ impl Io {
         }
     }
 
+    /// Counts a message from PM2.io that could not be used (malformed, no
+    /// channel, no payload): `inbound_dropped` and the drop counters under
+    /// `channel` and `reason`, so a backend speaking garbage shows in
+    /// `getInfos` and a throttled `agent.log` summary.
+    pub fn reject_inbound(&self, channel: &str, reason: &'static str) {
+        use std::sync::atomic::Ordering;
+        self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+        self.drops.record(channel, reason, 1);
+    }
+
     /// Hands a packet from PM2.io to the consumer without waiting: a full
     /// channel drops it (and counts it) so a slow consumer can never stall
     /// the socket that also carries our outbound traffic.

@@ -179,7 +179,10 @@ impl WsSession {
             // frame counts too.
             Message::Binary(b) => match std::str::from_utf8(&b) {
                 Ok(s) => self.on_text(s, io),
-                Err(_) => debug!("WebSocket: ignoring non-UTF-8 binary frame"),
+                Err(_) => {
+                    debug!("WebSocket: ignoring non-UTF-8 binary frame");
+                    io.reject_inbound(UNPARSED, "inbound: not UTF-8");
+                }
             },
             Message::Ping(_) => {
                 // tungstenite queued the echoing pong; flush it first, or our
@@ -213,7 +216,11 @@ impl WsSession {
         let Inbound {
             resend_status,
             packet,
+            rejected,
         } = inbound(text);
+        if let Some((channel, reason)) = rejected {
+            io.reject_inbound(channel.as_deref().unwrap_or(UNPARSED), reason);
+        }
         if resend_status {
             self.resend_status = true;
         }
@@ -230,37 +237,55 @@ pub(crate) struct Inbound {
     pub resend_status: bool,
     /// A packet for the consumer (a `channel` and a truthy `payload`).
     pub packet: Option<Packet>,
+    /// Why the message was ignored (and its channel when it had one),
+    /// for the drop counters.
+    pub rejected: Option<(Option<String>, &'static str)>,
 }
 
+/// The channel a message is counted under when it has none.
+const UNPARSED: &str = "(unparsed)";
+
 /// Decodes one text message from the server (`{"channel":…,"payload":…}`);
-/// anything else is logged at debug level and ignored.
+/// anything else is logged at debug level, ignored and reported in
+/// [`Inbound::rejected`].
 pub(crate) fn inbound(text: &str) -> Inbound {
     let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
         debug!("WebSocket: ignoring a frame that is not a JSON object");
-        return Inbound::default();
+        return Inbound::rejected(None, "inbound: not a JSON object");
     };
     let channel = match obj.get("channel") {
         Some(Value::String(c)) if !c.is_empty() => c.clone(),
         _ => {
             debug!("WebSocket: ignoring a message without channel");
-            return Inbound::default();
+            return Inbound::rejected(None, "inbound: no channel");
         }
     };
     // Checked before the payload test: the server sends it bare.
     let resend_status = channel == "status:resend";
     let payload = obj.remove("payload").unwrap_or(Value::Null);
     if is_falsy(&payload) {
-        if !resend_status {
-            debug!(channel = %channel, "WebSocket: ignoring a message without payload");
+        if resend_status {
+            return Inbound {
+                resend_status,
+                ..Inbound::default()
+            };
         }
-        return Inbound {
-            resend_status,
-            packet: None,
-        };
+        debug!(channel = %channel, "WebSocket: ignoring a message without payload");
+        return Inbound::rejected(Some(channel), "inbound: no payload");
     }
     Inbound {
         resend_status,
         packet: Some(Packet { channel, payload }),
+        rejected: None,
+    }
+}
+
+impl Inbound {
+    fn rejected(channel: Option<String>, reason: &'static str) -> Self {
+        Inbound {
+            rejected: Some((channel, reason)),
+            ..Inbound::default()
+        }
     }
 }
 

@@ -678,6 +678,8 @@ async fn inbound_packets_delivered_garbage_ignored() {
         within(rx.recv()).await.unwrap(),
         Packet::new("status:resend", json!(true))
     );
+    // Every unusable message counted (the bare status:resend is not one).
+    assert_eq!(t.stats().inbound_dropped, 12);
     // Still connected and working after all that.
     t.send(ev(1));
     assert_eq!(next_packet(&mut ws).await.1, json!({"i": 1}));
