@@ -10,15 +10,16 @@
 # The std source comes from, in this order:
 #   1. a nightly toolchain with the rust-src component (`rustup component add
 #      rust-src --toolchain nightly`), used as is;
-#   2. Debian's rustc-web packages (rustc 1.85 + its rust-web-src), fetched
+#   2. Debian's rustc-web packages (rustc + its rust-web-src; 1.96 today), fetched
 #      with `apt-get download` into $CHECK_TARGETS_TOOLS (default
 #      $CARGO_TARGET_DIR/check-targets-tools, else target/…) and unpacked
-#      there, never installed. 1.85 is below some dependencies' MSRV, so it
-#      runs with RUSTC_BOOTSTRAP=1, with `let_chains` and
-#      `unsigned_is_multiple_of` enabled for crates.io crates, the aes crate
-#      on its portable backend (its x86 one needs 1.89), and against a copy
+#      there, never installed; run with RUSTC_BOOTSTRAP=1 (for -Zbuild-std).
+#      A rustc-web below 1.89 (Debian had 1.85 for a while) is below some
+#      dependencies' MSRV: then `let_chains` and `unsigned_is_multiple_of`
+#      are enabled for crates.io crates, and the check runs against a copy
 #      of Cargo.lock with an older `time` (a test dependency); Cargo.lock
-#      itself is not touched.
+#      itself is not touched. The aes crate is always checked on its
+#      portable backend.
 #
 # Checks `--lib --bins --tests`, then `--lib --features node` (the napi
 # glue), each with warnings denied in this crate. Exit status: non-zero if
@@ -73,8 +74,27 @@ else
     rm -rf "$deb/debs"
   fi
   export LD_LIBRARY_PATH="$deb/usr/lib/x86_64-linux-gnu:$deb/usr/lib:$deb/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # Debian's cargo links libgit2 (and its mbedtls), which a machine without
+  # Debian's own cargo lacks: unpacked beside it on first need.
+  if ! "$deb/usr/bin/cargo" -V >/dev/null 2>&1; then
+    git2=$(apt-cache depends cargo-web | awk '/Depends: libgit2-/{print $2; exit}')
+    mkdir -p "$deb/debs"
+    (cd "$deb/debs" && apt-get download -q ${git2:-libgit2-1.5} libmbedcrypto7 libmbedtls14 libmbedx509-1 >/dev/null)
+    for d in "$deb"/debs/*.deb; do dpkg-deb -x "$d" "$deb"; done
+    rm -rf "$deb/debs"
+    "$deb/usr/bin/cargo" -V >/dev/null || { echo "check-targets: Debian's cargo does not start" >&2; exit 1; }
+  fi
   export RUSTC="$deb/usr/bin/rustc" RUSTDOC="$deb/usr/bin/rustdoc" RUSTC_BOOTSTRAP=1
-  cat > "$stub/rustc-wrap" <<'EOF'
+  cargo_cmd="$deb/usr/bin/cargo"
+  flags=""
+  minor=$("$RUSTC" -V | sed -n 's/^rustc 1\.\([0-9]*\).*/\1/p')
+  if [ "${minor:-0}" -lt 89 ]; then
+    # An older rustc-web (1.85 was Debian's for a while) is below some
+    # dependencies' MSRV: let_chains and unsigned_is_multiple_of enabled
+    # for crates.io crates, and the test dependencies' `time` (through
+    # rcgen), which needs 1.87's std, resolved against a copy of
+    # Cargo.lock with an older `time` (Cargo.lock itself is left as is).
+    cat > "$stub/rustc-wrap" <<'EOF'
 #!/bin/sh
 rustc="$1"; shift
 case "$*" in
@@ -82,17 +102,14 @@ case "$*" in
   *) exec "$rustc" "$@" ;;
 esac
 EOF
-  chmod +x "$stub/rustc-wrap"
-  export RUSTC_WRAPPER="$stub/rustc-wrap"
-  cargo_cmd="$deb/usr/bin/cargo"
-  # The test dependencies' `time` (through rcgen) needs 1.87's std: the
-  # check resolves against a copy of Cargo.lock with an older `time`
-  # (Cargo.lock itself is left as it is).
-  mkdir -p "$tools/lock"
-  cp Cargo.lock "$tools/lock/Cargo.lock"
-  lock="-Zunstable-options --lockfile-path $tools/lock/Cargo.lock"
-  $cargo_cmd update -q -p time --precise 0.3.44 $lock
-  flags="--ignore-rust-version $lock"
+    chmod +x "$stub/rustc-wrap"
+    export RUSTC_WRAPPER="$stub/rustc-wrap"
+    mkdir -p "$tools/lock"
+    cp Cargo.lock "$tools/lock/Cargo.lock"
+    lock="-Zunstable-options --lockfile-path $tools/lock/Cargo.lock"
+    $cargo_cmd update -q -p time --precise 0.3.44 $lock
+    flags="--ignore-rust-version $lock"
+  fi
   echo "check-targets: $("$RUSTC" -V) from Debian's rustc-web"
 fi
 

@@ -296,14 +296,19 @@ fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
 /// The address Node's `os.networkInterfaces()` scan in `Utility.network`
 /// would return: the last non-internal IPv4 address, `127.0.0.1` if none.
 pub fn internal_ip() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    pick_internal_ip(
-        &read("/proc/net/fib_trie"),
-        &read("/proc/net/route"),
-        &read("/proc/net/dev"),
-    )
-    .map(|ip| ip.to_string())
-    .unwrap_or_else(|| "127.0.0.1".to_owned())
+    #[cfg(target_os = "linux")]
+    let ip = {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        pick_internal_ip(
+            &read("/proc/net/fib_trie"),
+            &read("/proc/net/route"),
+            &read("/proc/net/dev"),
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    let ip = super::host_sys::internal_ip();
+    ip.map(|ip| ip.to_string())
+        .unwrap_or_else(|| "127.0.0.1".to_owned())
 }
 
 /// Without getifaddrs: the kernel's local addresses come from `fib_trie`
@@ -312,6 +317,7 @@ pub fn internal_ip() -> String {
 /// as `/proc/net/dev` lists them (ifindex order, like getifaddrs). Loopback
 /// (127/8) is what Node calls internal. Addresses without a route keep their
 /// trie order, after the attributed ones.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn pick_internal_ip(fib_trie: &str, route: &str, dev: &str) -> Option<Ipv4Addr> {
     let locals = local_addresses(fib_trie);
     let routes = connected_routes(route);
@@ -341,6 +347,7 @@ pub(crate) fn pick_internal_ip(fib_trie: &str, route: &str, dev: &str) -> Option
     ranked.last().map(|(_, _, ip)| *ip)
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn local_addresses(fib_trie: &str) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     let mut last_leaf: Option<Ipv4Addr> = None;
@@ -362,6 +369,7 @@ fn local_addresses(fib_trie: &str) -> Vec<Ipv4Addr> {
 }
 
 /// `(iface, destination, mask)` as host-order integers.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn connected_routes(route: &str) -> Vec<(String, u32, u32)> {
     route
         .lines()

@@ -1,7 +1,8 @@
 //! The host figures where there is no procfs (macOS, Windows, the BSDs),
 //! through the `sysinfo` crate with only its `system` part, asked for only
 //! what the status carries: RAM (not swap, not processes), the load
-//! average, the uptime, the host name, and the CPU list once.
+//! average, the uptime, the host name, the CPU list once, and the
+//! interfaces' addresses for `internal_ip`.
 //!
 //! Linux keeps its procfs reads ([`super::host`]): they are what libuv reads
 //! there, with no dependency and nothing cached. On Linux this module is
@@ -14,9 +15,10 @@
 //!   own estimate there would need a PDH counter refreshed in the
 //!   background, which is never started.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 
-use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, Networks, RefreshKind, System};
 
 use super::host::{CpuMeta, HostStats};
 
@@ -80,6 +82,34 @@ pub(crate) fn cpu_meta() -> CpuMeta {
     CpuMeta { number, info }
 }
 
+/// `Utility.network`'s address where there is no procfs: the last
+/// non-loopback IPv4 address, interfaces taken in name order (sysinfo does
+/// not keep the OS's interface order, so where Node would break a tie
+/// between interfaces by index, this breaks it by name). `None`: no such
+/// address (the caller answers `127.0.0.1`, as Node's scan does).
+pub(crate) fn internal_ip() -> Option<Ipv4Addr> {
+    let networks = Networks::new_with_refreshed_list();
+    let mut interfaces: Vec<_> = networks.iter().collect();
+    interfaces.sort_by(|a, b| a.0.cmp(b.0));
+    last_external_ipv4(
+        interfaces
+            .iter()
+            .flat_map(|(_, data)| data.ip_networks().iter().map(|n| n.addr)),
+    )
+}
+
+/// The last IPv4 address of `addrs` that is not loopback (what Node calls
+/// internal).
+fn last_external_ipv4(addrs: impl IntoIterator<Item = IpAddr>) -> Option<Ipv4Addr> {
+    addrs
+        .into_iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .last()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +129,23 @@ mod tests {
         assert!(!cpu.info.is_empty(), "{cpu:?}");
     }
 
+    #[test]
+    fn internal_ip_is_the_last_external_ipv4() {
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            last_external_ipv4([
+                a("127.0.0.1"),
+                a("10.0.0.2"),
+                a("fe80::1"),
+                a("192.168.1.9"),
+                a("::1")
+            ]),
+            Some(Ipv4Addr::new(192, 168, 1, 9))
+        );
+        assert_eq!(last_external_ipv4([a("127.0.0.1"), a("::1")]), None);
+        assert_eq!(last_external_ipv4([]), None);
+    }
+
     /// On Linux both readings exist: they must agree where they read the
     /// same kernel figures.
     #[cfg(target_os = "linux")]
@@ -113,5 +160,13 @@ mod tests {
         let meta = cpu_meta();
         assert_eq!(meta.number, host.cpu.number);
         assert_eq!(meta.info, host.cpu.info);
+        // The address is one of the kernel's local ones (the pick among
+        // several may differ: procfs keeps the interface index order).
+        let fib = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+        let procfs = super::super::host::pick_internal_ip(&fib, "", "");
+        match internal_ip() {
+            Some(ip) => assert!(fib.contains(&ip.to_string()), "{ip} not local"),
+            None => assert_eq!(procfs, None),
+        }
     }
 }
