@@ -14,6 +14,7 @@ use super::{TransportEndpoint, Transporter};
 use crate::common::drops::Drops;
 use crate::common::Packet;
 use crate::config::transporters::Kind;
+use crate::inspect::traffic::Traffic;
 
 /// Builds a transporter of `kind` joining `route` (the daemon knows the
 /// options); `None` when it cannot (logged by the factory).
@@ -29,6 +30,9 @@ struct HubRoute {
 #[derive(Default)]
 pub struct Hub {
     routes: Vec<HubRoute>,
+    /// The inspector's recorder (`PM2_AGENT_INSPECT`); `None`, the usual
+    /// case, costs one branch per packet.
+    tap: Option<Arc<Traffic>>,
 }
 
 impl Hub {
@@ -68,7 +72,13 @@ impl Hub {
                 fallback,
             });
         }
-        Hub { routes }
+        Hub { routes, tap: None }
+    }
+
+    /// Records every packet this hub hands to its transporters into `tap`.
+    pub fn with_tap(mut self, tap: Option<Arc<Traffic>>) -> Hub {
+        self.tap = tap;
+        self
     }
 
     /// Per route: (configured kind, has a fallback), to compare with
@@ -109,8 +119,17 @@ impl Hub {
         }
     }
 
-    /// Hands `packet` to every route; never blocks.
+    /// Hands `packet` to every route; never blocks. This is where every
+    /// outgoing packet passes once: the inspector's tap records it here
+    /// (synchronously, bounded, a short lock; see [`Traffic::record`]).
     pub fn send(&self, packet: Packet) {
+        if let (Some(tap), false) = (&self.tap, self.routes.is_empty()) {
+            tap.record(&packet);
+        }
+        self.push(packet);
+    }
+
+    fn push(&self, packet: Packet) {
         if let Some((last, rest)) = self.routes.split_last() {
             for r in rest {
                 r.route.push(packet.clone());
@@ -161,8 +180,9 @@ impl Hub {
     pub fn replace_with(&self, next: &Hub) {
         self.disconnect();
         for r in &self.routes {
+            // Already recorded when first sent.
             for p in r.route.drain() {
-                next.send(p);
+                next.push(p);
             }
         }
     }
