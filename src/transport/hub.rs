@@ -222,3 +222,87 @@ pub fn describe(e: &TransportEndpoint) -> String {
             .join(" "),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::traffic::{ManualClock, Traffic};
+    use crate::transport::plan::RoutePlan;
+
+    struct Idle;
+    impl Transporter for Idle {
+        fn name(&self) -> &'static str {
+            "Idle"
+        }
+        fn connect(&self, _: TransportEndpoint) {}
+        fn disconnect(&self) {}
+        fn send(&self, _: Packet) {}
+        fn is_connected(&self) -> bool {
+            false
+        }
+        fn last_error(&self) -> Option<String> {
+            None
+        }
+    }
+
+    fn hub(routes: usize, tap: Option<Arc<Traffic>>) -> Hub {
+        let plan = Plan {
+            routes: (0..routes)
+                .map(|_| RoutePlan {
+                    kind: Kind::WebSocket,
+                    endpoint: TransportEndpoint::Single("ws://127.0.0.1:1".into()),
+                    fallback: FallbackPlan::None,
+                })
+                .collect(),
+            note: None,
+        };
+        Hub::build(
+            &plan,
+            &|_, _, _| Some(Arc::new(Idle) as Arc<dyn Transporter>),
+            100,
+            1 << 20,
+            &Arc::default(),
+            &|_| None,
+        )
+        .with_tap(tap)
+    }
+
+    fn logs(i: u64) -> Packet {
+        Packet::new("logs", serde_json::json!({ "i": i }))
+    }
+
+    #[test]
+    fn the_tap_records_each_packet_once_whatever_the_routes() {
+        let traffic = Arc::new(Traffic::new(ManualClock::new(0).clock()));
+        let h = hub(2, Some(traffic.clone()));
+        for i in 0..3 {
+            h.send(logs(i));
+        }
+        let s = traffic.snapshot();
+        assert_eq!(s.channels[0].packets, 3, "once, not once per route");
+        assert!(h.routes.iter().all(|r| r.route.queued() == 3));
+    }
+
+    #[test]
+    fn packets_handed_to_a_rebuilt_hub_are_not_recorded_again() {
+        let traffic = Arc::new(Traffic::new(ManualClock::new(0).clock()));
+        let h = hub(1, Some(traffic.clone()));
+        for i in 0..3 {
+            h.send(logs(i));
+        }
+        let next = hub(1, Some(traffic.clone()));
+        h.replace_with(&next);
+        assert_eq!(next.routes[0].route.queued(), 3);
+        assert_eq!(traffic.snapshot().channels[0].packets, 3);
+    }
+
+    #[test]
+    fn nothing_is_recorded_without_a_transporter_or_a_tap() {
+        let traffic = Arc::new(Traffic::new(ManualClock::new(0).clock()));
+        hub(0, Some(traffic.clone())).send(logs(0));
+        assert!(traffic.snapshot().channels.is_empty());
+        let h = hub(1, None);
+        h.send(logs(0));
+        assert_eq!(h.routes[0].route.queued(), 1);
+    }
+}
