@@ -101,7 +101,7 @@ impl Inspector {
                 })
             }
             Err(e) => {
-                tracing::error!(setting = %ENV, error = %e, "inspector off: {e}");
+                tracing::error!(setting = ENV, error = %e, "inspector off");
                 Some(Inspector {
                     traffic: None,
                     infos: json!({"error": e.to_string()}),
@@ -198,7 +198,7 @@ mod tests {
 
     fn home() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
-            "ka-inspect-{}-{:x}",
+            "ka-inspect-unit-{}-{:x}",
             std::process::id(),
             crate::entropy::entropy_u64()
         ));
@@ -208,8 +208,10 @@ mod tests {
 
     #[tokio::test]
     async fn unset_means_no_inspector() {
-        assert!(Inspector::start(None, &home()).await.is_none());
-        assert!(Inspector::start(Some(""), &home()).await.is_none());
+        let nowhere = std::env::temp_dir().join("ka-inspect-unit-never-created");
+        assert!(Inspector::start(None, &nowhere).await.is_none());
+        assert!(Inspector::start(Some(" "), &nowhere).await.is_none());
+        assert!(!nowhere.exists());
     }
 
     #[tokio::test]
