@@ -78,6 +78,11 @@ declare namespace InteractorClient {
     transporters: string[]
     socket_path: string
     pm2_home_monitored: string
+    /**
+     * Only with PM2_AGENT_INSPECT: the outgoing-traffic inspector's URL (without its token,
+     * which is only in `url_file`), or why it is off (docs/inspector.md).
+     */
+    inspect?: { url: string, url_file: string } | { error: string }
     [key: string]: unknown
   }
 

@@ -9,6 +9,8 @@
 //! - [`socket`]: axon sockets, rpc client/server, nssocket and IPC I/O;
 //! - [`push`]: status, bus events, logs, exception context, profiles → packets;
 //! - [`reverse`]: PM2.io triggers (`trigger:*`) → PM2 RPC calls → reply packets;
+//! - [`inspect`]: `PM2_AGENT_INSPECT`, a local read-only view of every
+//!   packet handed to the transporters;
 //! - `binding` (feature `node`): the napi exports, nothing else;
 //! - [`host`] (Unix): the daemon as its own process, without Node (the
 //!   `keymetrics-agent-daemon` binary).
@@ -22,6 +24,7 @@ mod entropy;
 pub mod fuzzing;
 #[cfg(unix)]
 pub mod host;
+pub mod inspect;
 pub mod logging;
 pub mod net;
 pub mod pm2;

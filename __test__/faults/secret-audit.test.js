@@ -9,6 +9,8 @@
 //
 //   - the IPC message to the launcher, the getInfos answer (`pm2 link info`);
 //   - replies to refused and failed remote actions;
+//   - the outgoing-traffic inspector (PM2_AGENT_INSPECT): its page and
+//     /api/traffic, which show every packet sent, those replies included;
 //   - argv / process titles of every process (`ps`);
 //   - the environment of the PM2 daemon the watchdog resurrects, of the
 //     apps it restores and of an app PM2 starts afterwards (cluster mode:
@@ -42,6 +44,7 @@ process.env.DEBUG = '*'
 process.env.PM2_AGENT_WATCHDOG_DELAY = '300'
 process.env.PM2_AGENT_DUMP_INTERVAL = '500'
 process.env.PM2_BINARY_PATH = PM2_BIN
+process.env.PM2_AGENT_INSPECT = '0'
 const { launchAgent, getInfos, killAgent, agentLog, MODE } = require('../helpers/agent')
 const constants = require('../../constants')
 
@@ -136,6 +139,17 @@ test('refused and failed remote actions reply without the secret', async () => {
     assert.ok(res.payload.ret.err, `${method} fails`)
     assert.deepEqual(leaks(`${method} reply`, JSON.stringify(res)), [])
   }
+})
+
+test('the inspector shows every packet sent, and no secret', async () => {
+  // Recorded when handed to the transporter, so before the backend has it.
+  await backend.waitFor((p) => p.channel === 'human:event', 20000, 'a custom event')
+  const url = fs.readFileSync(path.join(home, 'agent-inspect.url'), 'utf8').trim()
+  const api = await (await fetch(url.replace('/?', '/api/traffic?'))).text()
+  const channels = JSON.parse(api).channels.map((c) => c.channel)
+  for (const c of ['status', 'human:event', 'trigger:pm2:result']) assert.ok(channels.includes(c), channels.join(','))
+  assert.deepEqual(leaks('/api/traffic', api), [])
+  assert.deepEqual(leaks('inspector page', await (await fetch(url)).text()), [])
 })
 
 test('no process shows the secret in its argv or title (`ps`)', () => {

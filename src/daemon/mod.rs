@@ -3,7 +3,8 @@
 //!    daemon that finds it taken answers with the running agent's outcome
 //!    and exits 0 without touching anything;
 //! 1. bind `interactor.sock` (pm2-axon-rpc `kill`, `getInfos`) before
-//!    anything else, so the CLI can find and stop us at once;
+//!    anything else, so the CLI can find and stop us at once; then the
+//!    inspector when `PM2_AGENT_INSPECT` asks for it ([`crate::inspect`]);
 //! 2. verify with PM2.io (`verifyPM2`), retrying with a growing delay;
 //! 3. report the outcome to the parent (one IPC message);
 //! 4. connect the transporters and start the workers (status, bus events,
@@ -71,6 +72,9 @@ pub struct Status {
     /// The last IPC message sent to the parent: what a concurrent launcher
     /// is answered with (`launchOutcome`, see [`lock`]).
     pub outcome: Mutex<Option<Value>>,
+    /// `getInfos.inspect` when `PM2_AGENT_INSPECT` is set: the
+    /// inspector's URL (without its token) and URL file, or why it is off.
+    pub inspect: Mutex<Option<Value>>,
 }
 
 /// A running daemon's control handle.
@@ -182,6 +186,15 @@ async fn run(
             return Outcome::Exit(1);
         }
     };
+    // Dropped when `run` ends (or unwinds): the server stops and its URL
+    // file goes.
+    let inspector = crate::inspect::Inspector::start(
+        cfg.env.get(crate::inspect::ENV).map(String::as_str),
+        &cfg.paths.pm2_home,
+    )
+    .await;
+    *lock(&status.inspect) = inspector.as_ref().map(|i| i.infos());
+    let tap = inspector.as_ref().and_then(|i| i.tap());
     let net = NetOptions::from_env();
 
     // Verification, racing the stop signal so `kill` works at any time.
@@ -233,6 +246,7 @@ async fn run(
                         Arc::new(move |why: String| {
                             let _ = fatal.send(Some(Stop::Rescue(why)));
                         }),
+                        tap,
                     );
                     *status.workers.lock().unwrap_or_else(|e| e.into_inner()) = Some(w.clone());
                     let reverify =
@@ -264,6 +278,7 @@ async fn run(
     let stop_reason = stop_rx.borrow().clone();
     let clean = matches!(stop_reason, Some(Stop::Clean) | None) && code == 0;
     rpc.shutdown(clean, &cfg.paths).await;
+    drop(inspector);
     if let Some(Stop::Rescue(why)) = stop_reason {
         tracing::error!("-- FATAL EXCEPTION happened -- {why}");
         tracing::info!("Re-initiating Agent");

@@ -99,7 +99,7 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
-        return Some(json!({
+        let mut v = json!({
             "machine_name": cfg.identity.machine_name,
             "public_key": cfg.identity.public_key,
             "connected": false,
@@ -107,7 +107,9 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
             "socket_path": cfg.paths.interactor_sock.display().to_string(),
             "pm2_home_monitored": cfg.paths.pm2_home.display().to_string(),
             "last_error": err,
-        }));
+        });
+        add_inspect(&mut v, status);
+        return Some(v);
     }
     let km = status
         .km_data
@@ -149,7 +151,21 @@ fn infos(cfg: &DaemonConfig, status: &Status) -> Option<Value> {
         v["transport"] = w.transport_infos();
         v["drops"] = w.drops_infos();
     }
+    add_inspect(&mut v, status);
     Some(v)
+}
+
+/// `inspect`: the inspector's URL without its token, or why it is off
+/// (only when `PM2_AGENT_INSPECT` is set).
+fn add_inspect(v: &mut Value, status: &Status) {
+    if let Some(i) = status
+        .inspect
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        v["inspect"] = i;
+    }
 }
 
 impl InteractorRpc {

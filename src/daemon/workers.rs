@@ -21,6 +21,7 @@ use crate::common::drops::Drops;
 use crate::common::{Endpoints, Packet};
 use crate::config::transporters::Kind;
 use crate::config::DaemonConfig;
+use crate::inspect::traffic::Traffic;
 use crate::net::NetOptions;
 use crate::pm2::snapshot::{ProcSnapshot, SnapshotReader};
 use crate::pm2::Pm2Client;
@@ -79,15 +80,19 @@ struct Inner {
     /// Notified when a transporter starts carrying: a status goes out at
     /// once rather than at the next tick.
     status_now: Arc<Notify>,
+    /// The inspector's recorder, given to every hub built.
+    tap: Option<Arc<Traffic>>,
 }
 
 impl Workers {
     /// Starts the PM2 client and the loops; connects the transporters when
-    /// the agent is active (`endpoints` given).
+    /// the agent is active (`endpoints` given). `tap` records every packet
+    /// handed to the transporters (the inspector).
     pub fn start(
         cfg: Arc<DaemonConfig>,
         endpoints: Option<Endpoints>,
         on_fatal: FatalHandler,
+        tap: Option<Arc<Traffic>>,
     ) -> Workers {
         let pm2 = Pm2Client::connect(&cfg.paths.rpc_sock, &cfg.paths.pub_sock);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -100,6 +105,7 @@ impl Workers {
                 inbound_tx,
                 tasks: Mutex::new(vec![]),
                 status_now: Arc::new(Notify::new()),
+                tap,
             }),
         };
         if let Some(eps) = &endpoints {
@@ -186,24 +192,27 @@ impl Workers {
         }
         let mut hub = lock(&self.inner.hub);
         if hub.shape() != plan.shape() {
-            let next = Arc::new(Hub::build(
-                &plan,
-                &|kind, route, role| self.build_transporter(kind, route, role),
-                cfg.packet_queue_size,
-                cfg.queue_bytes,
-                &self.inner.drops,
-                &|i| {
-                    cfg.spool.as_ref().map(|s| {
-                        let mut c = SpoolConfig::new(s.dir.join(format!("route-{i}")));
-                        c.max_bytes = s.max_bytes;
-                        c.max_age = s.max_age;
-                        // Whole segments are dropped when full: keep them
-                        // small next to the bound.
-                        c.segment_bytes = (s.max_bytes / 8).clamp(4096, 1 << 20);
-                        c
-                    })
-                },
-            ));
+            let next = Arc::new(
+                Hub::build(
+                    &plan,
+                    &|kind, route, role| self.build_transporter(kind, route, role),
+                    cfg.packet_queue_size,
+                    cfg.queue_bytes,
+                    &self.inner.drops,
+                    &|i| {
+                        cfg.spool.as_ref().map(|s| {
+                            let mut c = SpoolConfig::new(s.dir.join(format!("route-{i}")));
+                            c.max_bytes = s.max_bytes;
+                            c.max_age = s.max_age;
+                            // Whole segments are dropped when full: keep them
+                            // small next to the bound.
+                            c.segment_bytes = (s.max_bytes / 8).clamp(4096, 1 << 20);
+                            c
+                        })
+                    },
+                )
+                .with_tap(self.inner.tap.clone()),
+            );
             hub.replace_with(&next);
             *hub = next;
         }

@@ -14,6 +14,7 @@ use super::{TransportEndpoint, Transporter};
 use crate::common::drops::Drops;
 use crate::common::Packet;
 use crate::config::transporters::Kind;
+use crate::inspect::traffic::Traffic;
 
 /// Builds a transporter of `kind` joining `route` (the daemon knows the
 /// options); `None` when it cannot (logged by the factory).
@@ -29,6 +30,9 @@ struct HubRoute {
 #[derive(Default)]
 pub struct Hub {
     routes: Vec<HubRoute>,
+    /// The inspector's recorder (`PM2_AGENT_INSPECT`); `None`, the usual
+    /// case, costs one branch per packet.
+    tap: Option<Arc<Traffic>>,
 }
 
 impl Hub {
@@ -68,7 +72,13 @@ impl Hub {
                 fallback,
             });
         }
-        Hub { routes }
+        Hub { routes, tap: None }
+    }
+
+    /// Records every packet this hub hands to its transporters into `tap`.
+    pub fn with_tap(mut self, tap: Option<Arc<Traffic>>) -> Hub {
+        self.tap = tap;
+        self
     }
 
     /// Per route: (configured kind, has a fallback), to compare with
@@ -109,8 +119,17 @@ impl Hub {
         }
     }
 
-    /// Hands `packet` to every route; never blocks.
+    /// Hands `packet` to every route; never blocks. This is where every
+    /// outgoing packet passes once: the inspector's tap records it here
+    /// (synchronously, bounded, a short lock; see [`Traffic::record`]).
     pub fn send(&self, packet: Packet) {
+        if let (Some(tap), false) = (&self.tap, self.routes.is_empty()) {
+            tap.record(&packet);
+        }
+        self.push(packet);
+    }
+
+    fn push(&self, packet: Packet) {
         if let Some((last, rest)) = self.routes.split_last() {
             for r in rest {
                 r.route.push(packet.clone());
@@ -161,8 +180,9 @@ impl Hub {
     pub fn replace_with(&self, next: &Hub) {
         self.disconnect();
         for r in &self.routes {
+            // Already recorded when first sent.
             for p in r.route.drain() {
-                next.send(p);
+                next.push(p);
             }
         }
     }
@@ -200,5 +220,89 @@ pub fn describe(e: &TransportEndpoint) -> String {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::traffic::{ManualClock, Traffic};
+    use crate::transport::plan::RoutePlan;
+
+    struct Idle;
+    impl Transporter for Idle {
+        fn name(&self) -> &'static str {
+            "Idle"
+        }
+        fn connect(&self, _: TransportEndpoint) {}
+        fn disconnect(&self) {}
+        fn send(&self, _: Packet) {}
+        fn is_connected(&self) -> bool {
+            false
+        }
+        fn last_error(&self) -> Option<String> {
+            None
+        }
+    }
+
+    fn hub(routes: usize, tap: Option<Arc<Traffic>>) -> Hub {
+        let plan = Plan {
+            routes: (0..routes)
+                .map(|_| RoutePlan {
+                    kind: Kind::WebSocket,
+                    endpoint: TransportEndpoint::Single("ws://127.0.0.1:1".into()),
+                    fallback: FallbackPlan::None,
+                })
+                .collect(),
+            note: None,
+        };
+        Hub::build(
+            &plan,
+            &|_, _, _| Some(Arc::new(Idle) as Arc<dyn Transporter>),
+            100,
+            1 << 20,
+            &Arc::default(),
+            &|_| None,
+        )
+        .with_tap(tap)
+    }
+
+    fn logs(i: u64) -> Packet {
+        Packet::new("logs", serde_json::json!({ "i": i }))
+    }
+
+    #[test]
+    fn the_tap_records_each_packet_once_whatever_the_routes() {
+        let traffic = Arc::new(Traffic::new(ManualClock::new(0).clock()));
+        let h = hub(2, Some(traffic.clone()));
+        for i in 0..3 {
+            h.send(logs(i));
+        }
+        let s = traffic.snapshot();
+        assert_eq!(s.channels[0].packets, 3, "once, not once per route");
+        assert!(h.routes.iter().all(|r| r.route.queued() == 3));
+    }
+
+    #[test]
+    fn packets_handed_to_a_rebuilt_hub_are_not_recorded_again() {
+        let traffic = Arc::new(Traffic::new(ManualClock::new(0).clock()));
+        let h = hub(1, Some(traffic.clone()));
+        for i in 0..3 {
+            h.send(logs(i));
+        }
+        let next = hub(1, Some(traffic.clone()));
+        h.replace_with(&next);
+        assert_eq!(next.routes[0].route.queued(), 3);
+        assert_eq!(traffic.snapshot().channels[0].packets, 3);
+    }
+
+    #[test]
+    fn nothing_is_recorded_without_a_transporter_or_a_tap() {
+        let traffic = Arc::new(Traffic::new(ManualClock::new(0).clock()));
+        hub(0, Some(traffic.clone())).send(logs(0));
+        assert!(traffic.snapshot().channels.is_empty());
+        let h = hub(1, None);
+        h.send(logs(0));
+        assert_eq!(h.routes[0].route.queued(), 1);
     }
 }
