@@ -50,7 +50,7 @@ const PAGE_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'uns
 
 class DashboardBackend {
   /**
-   * @param {{keys: {public_key: string, secret_key: string}, token?: string, port?: number, log?: (msg: string) => void, store?: Store}} opts
+   * @param {{keys: {public_key: string, secret_key: string}, token?: string, port?: number, log?: (msg: string) => void, store?: Store, webDir?: string}} opts
    */
   constructor (opts) {
     if (!opts || !opts.keys || !opts.keys.public_key || !opts.keys.secret_key) throw new Error('DashboardBackend needs keys')
@@ -59,6 +59,7 @@ class DashboardBackend {
     this.port = opts.port || 0
     this.log = opts.log || (() => {})
     this.store = opts.store || new Store()
+    this.webDir = opts.webDir || WEB_DIR
     this.agents = new Set() // open WebSockets of agents
     this.agentInfo = null // headers of the last agent handshake
     this.refused = { verify: 0, upgrades: 0, requests: 0 }
@@ -202,7 +203,7 @@ class DashboardBackend {
   }
 
   _page (file, res) {
-    fs.readFile(path.join(WEB_DIR, file), (err, body) => {
+    fs.readFile(path.join(this.webDir, file), (err, body) => {
       if (err) {
         return send(res, 404, 'text/plain',
           `${file} is not installed (expected at ${path.join('web', file)} in the keymetrics-agent package)`)

@@ -8,14 +8,14 @@
 //    tracing sent), which the agent aggregates into `axm:transaction`;
 //  - sends a custom event (`human:event`) every 5 s;
 //  - declares a custom action, `say-hello`, answered with `axm:reply`;
-//  - throws an uncaught exception every KM_DEMO_THROW_MS ms (default 45 s):
-//    PM2 reports it (`process:exception`, which the agent completes with the
-//    source context) and restarts the app.
+//  - throws an uncaught exception KM_DEMO_THROW_MS ms after it starts
+//    (default 60 s): PM2 reports it (`process:exception`, which the agent
+//    completes with the source context) and restarts the app.
 
 const http = require('http')
 
 const send = (msg) => { if (process.send) process.send(msg) }
-const THROW_MS = Number(process.env.KM_DEMO_THROW_MS) > 0 ? Number(process.env.KM_DEMO_THROW_MS) : 45000
+const THROW_MS = Number(process.env.KM_DEMO_THROW_MS) > 0 ? Number(process.env.KM_DEMO_THROW_MS) : 60000
 
 let tick = 0
 setInterval(() => {

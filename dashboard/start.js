@@ -19,7 +19,7 @@
 // if it added it. Nothing else.
 //
 // Settings (env): PM2_HOME; KM_DASHBOARD_PORT (default: any free port);
-// KM_DEMO_THROW_MS (the demo app's uncaught exception period, default 45000).
+// KM_DEMO_THROW_MS (the demo app throws this long after each start, default 60000).
 
 const { execFile } = require('child_process')
 const crypto = require('crypto')

@@ -176,7 +176,7 @@ class Store {
     }
     if (!isObj(msg) || typeof msg.channel !== 'string') {
       this.dropped.malformed++
-      this._traffic('(malformed)', buf, now)
+      this._traffic('(malformed)', buf, now, false)
       return {}
     }
     this._traffic(msg.channel, buf, now)
@@ -217,6 +217,12 @@ class Store {
         return this._onProcessEvent(payload, now)
       case 'axm:transaction':
         return this._onTransaction(payload, now)
+      case 'axm:transaction:learning': {
+        const app = this._app(payload, now)
+        const d = isObj(payload.data) ? payload.data : {}
+        if (app) app.learning = { at: num(payload.at) || now, learning_duration: num(d.learning_duration), elapsed: num(d.elapsed) }
+        return {}
+      }
       default:
         if (channel.startsWith('trigger:') || channel === 'axm:reply' || channel.startsWith('axm:scoped_action')) {
           this.addReply('received', channel, payload, now)
@@ -284,7 +290,7 @@ class Store {
         this.apps.delete(stalest[0])
         this.dropped.apps++
       }
-      app = { name, updated: now, logs: [], exceptions: [], events: [], processEvents: [], transaction: null }
+      app = { name, updated: now, logs: [], exceptions: [], events: [], processEvents: [], transaction: null, learning: null }
       this.apps.set(name, app)
     }
     app.updated = now
@@ -355,10 +361,20 @@ class Store {
       at: num(p.at) || now,
       meta: cut(d.meta, this.limits.eventChars),
       routes_total: routes.length,
-      routes: routes.slice(0, this.limits.transactionRoutes).map((r) => ({
-        path: cut(isObj(r) ? r.path : r, 300),
-        meta: cut(isObj(r) ? r.meta : null, this.limits.eventChars)
-      }))
+      routes: routes.slice(0, this.limits.transactionRoutes).map((r) => {
+        const m = isObj(r) && isObj(r.meta) ? r.meta : {}
+        return {
+          path: cut(isObj(r) ? r.path : r, 300),
+          count: num(m.count),
+          median: num(m.median),
+          p95: num(m.p95),
+          min: num(m.min),
+          max: num(m.max),
+          meter: num(m.meter),
+          variances: isObj(r) && Array.isArray(r.variances) ? r.variances.length : 0,
+          meta: cut(isObj(r) ? r.meta : null, this.limits.eventChars)
+        }
+      })
     }
     return {}
   }
@@ -375,7 +391,8 @@ class Store {
 
   // -- traffic (the inspector contract) -------------------------------------
 
-  _traffic (channel, buf, now) {
+  /** `json`: whether `buf` is JSON text (a malformed packet is kept as a string). */
+  _traffic (channel, buf, now, json = true) {
     channel = channel.length > this.limits.channelChars ? `${channel.slice(0, this.limits.channelChars)}…` : channel
     let c = this.channels.get(channel)
     if (!c) {
@@ -404,7 +421,7 @@ class Store {
     const max = this.limits.trafficPacketBytes
     const entry = bytes > max
       ? { at: now, bytes, truncated: true, text: utf8Prefix(buf, max) }
-      : { at: now, bytes, truncated: false, text: buf.toString('utf8') }
+      : { at: now, bytes, truncated: false, json, text: buf.toString('utf8') }
     entry.kept = Math.min(bytes, max)
     c.last.unshift(entry)
     c.lastBytes += entry.kept
@@ -431,7 +448,7 @@ class Store {
       for (const [s, b] of c.seconds) if (s > second - 60) lastMinute += b
       const last = c.last.map((e) => e.truncated
         ? JSON.stringify({ at: e.at, bytes: e.bytes, truncated: true, data: e.text })
-        : `{"at":${e.at},"bytes":${e.bytes},"data":${e.text}}`)
+        : e.json ? `{"at":${e.at},"bytes":${e.bytes},"data":${e.text}}` : JSON.stringify({ at: e.at, bytes: e.bytes, data: e.text }))
       return `{"channel":${JSON.stringify(name)},"packets":${c.packets},"bytes":${c.bytes},` +
         `"bytes_last_minute":${lastMinute},"per_minute":${JSON.stringify(perMinute)},"last":[${last.join(',')}]}`
     })
@@ -447,7 +464,8 @@ class Store {
         exceptions: a.exceptions,
         events: a.events,
         processEvents: a.processEvents,
-        transaction: a.transaction
+        transaction: a.transaction,
+        learning: a.learning
       }
     }
     return Object.assign({
