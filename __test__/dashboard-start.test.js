@@ -16,7 +16,7 @@ const home = tmpHome('ka-dstart-')
 process.env.PM2_HOME = home
 process.env.PM2_SILENT = 'true'
 const { Backend } = require('./helpers/backend')
-const { launchAgent, killAgent, agentProcesses, godProcesses, alive } = require('./helpers/agent')
+const { launchAgent, killAgent, agentProcesses, godProcesses, alive, environOf } = require('./helpers/agent')
 
 const ROOT = path.join(__dirname, '..')
 const conf = path.join(home, 'agent.json5')
@@ -73,6 +73,11 @@ test('--demo on a running PM2: the demo app is added, and at Ctrl-C only it goes
   assert.deepEqual(names, ['km-dashboard-demo', 'mine'])
   const agents = agentProcesses(home)
   assert.equal(agents.length, 1)
+  // Linked to the local backend, without the watchdog that would rewrite dump.pm2.
+  const env = environOf(agents[0])
+  assert.match(env.KEYMETRICS_NODE, /^http:\/\/127\.0\.0\.1:\d+$/)
+  assert.equal(env.PM2_AGENT_WATCHDOG, 'false')
+  assert.match(env.PM2_PUBLIC_KEY, /^local-[0-9a-f]{12}$/)
 
   process.kill(-child.pid, 'SIGINT')
   const { code, signal } = await child.exited

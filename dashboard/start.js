@@ -12,7 +12,9 @@
 //     It does not take over a real link: when an agent already runs for
 //     PM2_HOME it refuses (and says how to stop that agent); the PM2_HOME's
 //     agent.json5 (which launchAndInteract rewrites) is backed up to
-//     agent.json5.npm-start-backup and put back at exit;
+//     agent.json5.npm-start-backup and put back at exit. The agent runs
+//     without its watchdog (PM2_AGENT_WATCHDOG=false), which would rewrite
+//     PM2's dump.pm2;
 //  4. prints the page's URL with its token.
 // Ctrl-C / SIGTERM / SIGHUP: stops the agent it launched, puts agent.json5
 // back, then `pm2 kill` if it started PM2, else `pm2 delete` of the demo app
@@ -172,6 +174,11 @@ class Session {
     for (const k of Object.keys(process.env)) if (AGENT_ENV.test(k)) delete process.env[k]
     process.env.KEYMETRICS_NODE = this.backend.url
     process.env.PM2_SILENT = 'true'
+    // No watchdog for this demo link: it would rewrite the user's dump.pm2
+    // every 5 minutes (the demo app in it) and resurrect PM2 after an outage.
+    // Also, the pm2 CLI is not this script (daemonize's default guess).
+    process.env.PM2_AGENT_WATCHDOG = 'false'
+    process.env.PM2_BINARY_PATH = pm2Bin() || ''
     const msg = await new Promise((resolve, reject) => {
       client.launchAndInteract({ PM2_HOME: this.home }, Object.assign({ machine_name: os.hostname(), info_node: this.backend.url }, keys),
         (err, m) => {
