@@ -180,7 +180,10 @@ class Session {
     process.env.PM2_AGENT_WATCHDOG = 'false'
     process.env.PM2_BINARY_PATH = pm2Bin() || ''
     const msg = await new Promise((resolve, reject) => {
-      client.launchAndInteract({ PM2_HOME: this.home }, Object.assign({ machine_name: os.hostname(), info_node: this.backend.url }, keys),
+      const infos = { machine_name: os.hostname(), info_node: this.backend.url }
+      // PM2's version as PM2 would pass it, when it is the one we started.
+      if (this.startedPm2) infos.pm2_version = require('pm2/package.json').version
+      client.launchAndInteract({ PM2_HOME: this.home }, Object.assign(infos, keys),
         (err, m) => {
           if (err) return reject(new Error(`the agent did not start: ${err.message || JSON.stringify(err)}`))
           resolve(m || {})
