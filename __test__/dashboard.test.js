@@ -149,6 +149,18 @@ test('npm start: the page shows the demo app, its logs, restarts and exceptions;
   for (const c of ['logs', 'process:exception', 'human:event', 'trigger:pm2:result']) assert.ok(channels.includes(c), `${c} in ${channels}`)
   assert.ok(channels.includes('status') || channels.includes('status:patch'))
 
+  // The inspector page (web/inspector.html, the agent's own page too) shows
+  // the same traffic: the logs channel, and its last packets as JSON.
+  const inspector = await browser.newPage()
+  await inspector.goto(`${base.origin}/inspector?token=${token}`)
+  const logsRow = await inspector.waitForFunction(() => [...document.querySelectorAll('#channels tr')]
+    .find((tr) => tr.firstChild && tr.firstChild.textContent === 'logs'), { timeout: 30000 })
+  await logsRow.asElement().click()
+  await inspector.waitForFunction(() => /"channel":\s*"logs"/.test(document.getElementById('detail').textContent), { timeout: 30000 })
+  assert.match(await inspector.$eval('#detail-title', (e) => e.textContent), /packet\(s\) of logs/)
+  if (process.env.KM_UPDATE_SCREENSHOT === '1') await inspector.screenshot({ path: path.join(ROOT, 'docs', 'inspector.png') })
+  await inspector.close()
+
   // Aggregated HTTP transactions of the demo app's self-calls.
   await page.waitForSelector(`${APP} .transactions tr.route`, { timeout: 120000 })
   assert.match(await page.$eval(`${APP} .transactions`, (e) => e.textContent), /\/users\/\*|\/health|\/slow/)
