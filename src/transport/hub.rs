@@ -176,12 +176,19 @@ impl Hub {
 
     /// Stops this hub's transporters and hands every packet still queued
     /// to `next` (a re-verification changed which transporters run), so a
-    /// rebuild loses nothing that was waiting.
+    /// rebuild loses nothing that was waiting, and sends nothing twice.
+    ///
+    /// Every route is given the same packets in the same order and each
+    /// takes from its front, so what one route still holds is a tail of
+    /// that stream, and the longest queue holds all the others: it alone
+    /// is handed on; the other queues are copies of part of it.
     pub fn replace_with(&self, next: &Hub) {
         self.disconnect();
-        for r in &self.routes {
+        let mut queues: Vec<Vec<Packet>> = self.routes.iter().map(|r| r.route.drain()).collect();
+        let longest = (0..queues.len()).max_by_key(|&i| queues[i].len());
+        if let Some(i) = longest {
             // Already recorded when first sent.
-            for p in r.route.drain() {
+            for p in queues.swap_remove(i) {
                 next.push(p);
             }
         }
@@ -294,6 +301,22 @@ mod tests {
         h.replace_with(&next);
         assert_eq!(next.routes[0].route.queued(), 3);
         assert_eq!(traffic.snapshot().channels[0].packets, 3);
+    }
+
+    #[test]
+    fn a_rebuild_from_two_routes_hands_each_waiting_packet_on_once() {
+        let h = hub(2, None);
+        // The second route still holds a packet the first one carried.
+        h.routes[1].route.push(logs(0));
+        for i in 1..3 {
+            h.send(logs(i));
+        }
+        assert_eq!(h.routes[0].route.queued(), 2);
+        let next = hub(1, None);
+        h.replace_with(&next);
+        let handed: Vec<Packet> = next.routes[0].route.drain();
+        assert_eq!(handed, vec![logs(0), logs(1), logs(2)]);
+        assert!(h.routes.iter().all(|r| r.route.queued() == 0));
     }
 
     #[test]
