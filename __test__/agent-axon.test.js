@@ -158,6 +158,43 @@ test('refused and failed remote actions say why, over nssocket too', async () =>
   assert.ok(axonBackend.received.filter((p) => p.channel === 'trigger:pm2:result').every((p) => p.via === 'reverse'))
 })
 
+test('unusable reverse messages are dropped, each counted per channel and reason in getInfos', async () => {
+  const inboundDrops = async () => {
+    const out = {}
+    for (const d of ((await getInfos()) || {}).drops || []) {
+      if (d.reason.startsWith('inbound: ')) out[`${d.channel} ${d.reason}`] = d.count
+    }
+    return out
+  }
+  assert.deepEqual(await inboundDrops(), {})
+  for (const s of axonBackend.sockets) {
+    s.send('trigger:action', 'not hex') // undecipherable
+    s.send('trigger:action', cipher({ a: 1 }, 'another-secret')) // undecipherable: not our key
+    s.send('trigger:action', { method_name: 'clear' }) // not ciphered
+    s.send('trigger:action', cipher(null, KEYS.secret_key)) // no payload
+    s.send(['trigger', 'action'], cipher({ a: 1 }, KEYS.secret_key)) // two segments: the JS agent ignores it
+    s.socket.write('not json at all\n') // not an nssocket line
+  }
+  // Still serving: the next command is answered.
+  axonBackend.send('trigger:pm2:action', { method_name: 'ping', parameters: { name: 'logger' } })
+  const res = await axonBackend.waitFor((p) => p.channel === 'trigger:pm2:result' && p.payload.meta.method_name === 'ping' &&
+    p.payload.ret.err === null)
+  assert.equal(res.via, 'reverse')
+  const expected = {
+    'trigger:action inbound: undecipherable': 2,
+    'trigger:action inbound: not ciphered': 1,
+    'trigger:action inbound: no payload': 1,
+    'trigger::action inbound: multi-segment event': 1,
+    '(unparsed) inbound: malformed nssocket line': 1
+  }
+  await waitUntil(async () => require('util').isDeepStrictEqual(await inboundDrops(), expected), 10000, 200,
+    'the junk counted in getInfos drops').catch(async (e) => {
+    throw new Error(`${e.message}: ${JSON.stringify(await inboundDrops())}`)
+  })
+  const member = (await getInfos()).transport.routes[0].transporters.find((t) => t.name === 'AxonTransport')
+  assert.equal(member.inbound_dropped, 6)
+})
+
 test('the reverse server dropping the connection is survived', async () => {
   const asks = axonBackend.askReps.length
   const reverseConns = axonBackend.reverseConnections

@@ -34,6 +34,17 @@ pub struct NsReader<R> {
     /// that line turned out over-long) so was all of it that was dropped.
     blank_front: bool,
     blank_tail: bool,
+    /// Lines dropped since the owner last asked ([`NsReader::take_skipped`]).
+    skipped: Skipped,
+}
+
+/// Lines an [`NsReader`] dropped, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    /// Not an nssocket JSON line (after the peer proved it speaks nssocket).
+    pub malformed: u64,
+    /// Longer than the reader's bound.
+    pub too_long: u64,
 }
 
 impl<R: AsyncRead + Unpin> NsReader<R> {
@@ -46,7 +57,14 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
             skip_log: Default::default(),
             blank_front: false,
             blank_tail: false,
+            skipped: Skipped::default(),
         }
+    }
+
+    /// The lines dropped since the last call, so the owner can count them
+    /// where its user sees them (the drop counters of `getInfos`).
+    pub fn take_skipped(&mut self) -> Skipped {
+        std::mem::take(&mut self.skipped)
     }
 
     /// The next well-formed message; malformed lines are logged and skipped
@@ -94,6 +112,7 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                             return Ok(Some(m));
                         }
                         Err(e) => {
+                            self.skipped.malformed += 1;
                             if let Some(n) = self.skip_log.hit("malformed", 1) {
                                 tracing::warn!(error = %e, "{n} malformed nssocket lines dropped since the last report");
                             }
@@ -114,6 +133,7 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                     if self.framer.is_discarding() {
                         self.blank_tail = self.blank_front;
                     }
+                    self.skipped.too_long += 1;
                     if let Some(n) = self.skip_log.hit("too long", 1) {
                         tracing::warn!(error = %e, "{n} nssocket lines dropped since the last report");
                     }
@@ -258,5 +278,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Each line the reader drops is counted by reason, once, and the count
+    /// starts again after it was taken.
+    #[tokio::test]
+    async fn dropped_lines_are_counted_by_reason() {
+        let long = "x".repeat(100);
+        let wire =
+            format!("[\"ask\",null]\nnot json\n[\"{long}\",1]\n{{}}\n[\"a\",1]\n[\"b\",2]\n");
+        let (mut client, server) = tokio::io::duplex(wire.len());
+        use tokio::io::AsyncWriteExt;
+        client.write_all(wire.as_bytes()).await.unwrap();
+        drop(client);
+        let mut r = NsReader::new(server, 48);
+        assert_eq!(r.recv().await.unwrap().unwrap().event(), "ask");
+        assert_eq!(r.take_skipped(), Skipped::default());
+        assert_eq!(r.recv().await.unwrap().unwrap().event(), "a");
+        let want = Skipped {
+            malformed: 2,
+            too_long: 1,
+        };
+        assert_eq!(r.take_skipped(), want);
+        assert_eq!(r.take_skipped(), Skipped::default());
+        assert_eq!(r.recv().await.unwrap().unwrap().event(), "b");
+        assert!(r.recv().await.unwrap().is_none());
+        assert_eq!(r.take_skipped(), Skipped::default());
     }
 }

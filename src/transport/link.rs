@@ -29,6 +29,10 @@ use tracing::{debug, info, warn};
 use super::backoff::Backoff;
 use super::route::{LinkState, LinkStats, Role, Route};
 use super::{TransportEndpoint, TransportStats, Transporter};
+
+/// The channel an inbound message is counted under when it was dropped
+/// before a channel could be read from it.
+pub const UNPARSED: &str = "(unparsed)";
 use crate::common::drops::Drops;
 use crate::common::Packet;
 
@@ -136,14 +140,22 @@ impl Io {
         }
     }
 
-    /// Counts a message from PM2.io that could not be used (malformed, no
+    /// Counts `n` messages from PM2.io that could not be used (malformed, no
     /// channel, no payload): `inbound_dropped` and the drop counters under
     /// `channel` and `reason`, so a backend speaking garbage shows in
     /// `getInfos` and a throttled `agent.log` summary.
     pub fn reject_inbound(&self, channel: &str, reason: &'static str) {
+        self.reject_inbound_n(channel, 1, reason);
+    }
+
+    /// [`Io::reject_inbound`] for `n` messages at once (nothing for 0).
+    pub fn reject_inbound_n(&self, channel: &str, n: u64, reason: &'static str) {
         use std::sync::atomic::Ordering;
-        self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
-        self.drops.record(channel, reason, 1);
+        if n == 0 {
+            return;
+        }
+        self.stats.inbound_dropped.fetch_add(n, Ordering::Relaxed);
+        self.drops.record(channel, reason, n);
     }
 
     /// Hands a packet from PM2.io to the consumer without waiting: a full

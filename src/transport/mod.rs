@@ -68,7 +68,8 @@ pub struct TransportStats {
     /// `status`/`monitoring` while nothing carries, a full send buffer,
     /// failed status writes.
     pub dropped: u64,
-    /// Inbound packets dropped because the consumer's channel was full.
+    /// Inbound messages dropped: unusable (malformed, no channel, no
+    /// payload, undecipherable) or the consumer's channel was full.
     pub inbound_dropped: u64,
     /// Proven connections, reconnects included.
     pub connects: u64,

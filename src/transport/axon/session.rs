@@ -21,7 +21,7 @@ use crate::socket::endpoint::{Endpoint, Stream};
 use crate::socket::liveness::{self, SendWatch};
 use crate::socket::nssocket::{NsReader, NsSender};
 use crate::socket::publisher::{PubError, PubSocket};
-use crate::transport::link::{Io, Session};
+use crate::transport::link::{Io, Session, UNPARSED};
 
 /// Closes the pub socket when dropped.
 pub(crate) struct PubGuard(pub PubSocket);
@@ -259,6 +259,7 @@ impl AxonSession {
         // The JS `data('*')` listener only sees single-segment events.
         if m.path.len() != 1 {
             debug!(event = %m.event(), "Axon: ignoring a multi-segment reverse event");
+            io.reject_inbound(&m.event(), "inbound: multi-segment event");
             return Ok(());
         }
         let NsMessage { mut path, data } = m;
@@ -272,16 +273,28 @@ impl AxonSession {
         }
         let Value::String(hex) = data else {
             debug!(channel = %channel, "Axon: reverse message without ciphered data, dropped");
+            io.reject_inbound(&channel, "inbound: not ciphered");
             return Ok(());
         };
         match self.setup.cipher.decrypt_json(&hex) {
             Ok(payload) if !is_falsy(&payload) => io.deliver(Packet { channel, payload }),
-            Ok(_) => debug!(channel = %channel, "Axon: reverse message with empty data, dropped"),
+            Ok(_) => {
+                debug!(channel = %channel, "Axon: reverse message with empty data, dropped");
+                io.reject_inbound(&channel, "inbound: no payload");
+            }
             Err(e) => {
-                debug!(channel = %channel, error = %e, "Axon: undecipherable reverse message, dropped")
+                debug!(channel = %channel, error = %e, "Axon: undecipherable reverse message, dropped");
+                io.reject_inbound(&channel, "inbound: undecipherable");
             }
         }
         Ok(())
+    }
+
+    /// Counts the lines the reverse reader dropped since the last event.
+    fn count_skipped(&mut self, io: &Io) {
+        let s = self.conn.reader.take_skipped();
+        io.reject_inbound_n(UNPARSED, s.malformed, "inbound: malformed nssocket line");
+        io.reject_inbound_n(UNPARSED, s.too_long, "inbound: nssocket line too long");
     }
 
     /// The status-interval tick: one ciphered frame with everything gathered
@@ -376,6 +389,9 @@ impl Session for AxonSession {
     }
 
     async fn handle(&mut self, event: AxonEvent, io: &Io) -> Result<(), String> {
+        // Also at each tick: a server sending only garbage never completes
+        // a `recv`, and its lines must still show.
+        self.count_skipped(io);
         match event {
             AxonEvent::Reverse(Ok(Some(m))) => self.on_message(m, io),
             AxonEvent::Reverse(Ok(None)) => Err(format!(

@@ -393,6 +393,9 @@ async fn commands_are_deciphered_and_junk_dropped() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(rx.try_recv().is_err(), "junk must not reach the consumer");
     assert!(t.is_connected(), "junk does not break the connection");
+    // Every junk message counted: two undecipherable, two not ciphered, one
+    // empty payload, one multi-segment event, one line that is not JSON.
+    assert_eq!(t.stats().inbound_dropped, 7);
 }
 
 #[tokio::test]

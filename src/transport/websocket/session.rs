@@ -20,7 +20,7 @@ use super::deflate::{DeflateError, Deflater, Negotiated, MIN_COMPRESS};
 use super::{json_patch, WebSocketOptions, Ws};
 use crate::common::js::is_falsy;
 use crate::common::Packet;
-use crate::transport::link::{Io, Session};
+use crate::transport::link::{Io, Session, UNPARSED};
 
 /// Packets taken from the route per turn, so pings and inbound frames are
 /// served between bursts.
@@ -241,9 +241,6 @@ pub(crate) struct Inbound {
     /// for the drop counters.
     pub rejected: Option<(Option<String>, &'static str)>,
 }
-
-/// The channel a message is counted under when it has none.
-const UNPARSED: &str = "(unparsed)";
 
 /// Decodes one text message from the server (`{"channel":…,"payload":…}`);
 /// anything else is logged at debug level, ignored and reported in
