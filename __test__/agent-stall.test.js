@@ -7,7 +7,8 @@
 // purpose with PM2_AGENT_FAULT_INJECTION=block:runtime. Runs in both modes:
 // on Node the rescue reaches JS through a threadsafe function (Node's event
 // loop, not the runtime) and `daemonize` relaunches; the native daemon
-// relaunches itself from the watch thread.
+// relaunches itself from the watch thread. A stop asked of a wedged agent
+// (SIGTERM) ends it instead: no relaunch.
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
@@ -83,4 +84,37 @@ test('a runtime that keeps beating is left alone', async () => {
   assert.ok(alive(msg.pid))
   assert.equal(readPid(constants.INTERACTOR_PID_PATH), msg.pid)
   assert.doesNotMatch(agentLog().slice(before.length), /runtime made no progress/)
+})
+
+test('SIGTERM to a wedged agent ends it within the stop bound, with no relaunch', async (t) => {
+  const { backend } = stage
+  // A stall timeout far longer than the test: only the stop bound (10 s) acts.
+  process.env.PM2_AGENT_STALL_TIMEOUT = '120000'
+  process.env.PM2_AGENT_FAULT_INJECTION = 'block:runtime'
+  const keys = Object.assign({}, KEYS, { public_key: 'stall-pub-2' })
+  const launched = agentLog().length
+  let msg
+  try {
+    msg = await launchAgent(backend, keys)
+  } finally {
+    delete process.env.PM2_AGENT_FAULT_INJECTION
+    process.env.PM2_AGENT_STALL_TIMEOUT = '2000'
+  }
+  await waitUntil(() => /fault injection: blocking the runtime/.test(agentLog().slice(launched)), 20000, 100,
+    'the runtime to block')
+  const before = agentLog().length
+  const verifies = backend.verifyRequests.length
+  const t0 = Date.now()
+  process.kill(msg.pid, 'SIGTERM')
+  await waitUntil(() => !alive(msg.pid), 40000, 100, 'the wedged agent to stop')
+  t.diagnostic(`${MODE}: SIGTERM to exit ${Date.now() - t0} ms`)
+  const log = agentLog().slice(before)
+  assert.match(log, /the stop asked [\d.]+ s ago did not complete \(the runtime is wedged\): exiting without relaunch/)
+  assert.doesNotMatch(log, /Re-initiating Agent|rescued/)
+  // Its files are gone, as after a clean stop, and nothing came back.
+  assert.equal(fs.existsSync(constants.INTERACTOR_RPC_PORT), false, 'interactor.sock removed')
+  assert.equal(fs.existsSync(constants.INTERACTOR_PID_PATH), false, 'agent.pid removed')
+  await new Promise((resolve) => setTimeout(resolve, 3000))
+  assert.equal(backend.verifyRequests.length, verifies, 'no new agent verified')
+  assert.equal(fs.existsSync(constants.INTERACTOR_PID_PATH), false, 'no new agent.pid')
 })

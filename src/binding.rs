@@ -116,20 +116,8 @@ fn stall_hook(on_event: std::sync::Arc<EventCallback>) -> daemon::stall::StallHo
             "the agent did not exit within {} of its rescue; exiting now",
             daemon::stall::seconds(daemon::stall::HOST_EXIT_BOUND)
         );
-        hard_exit(1);
+        daemon::stall::hard_exit(1);
     })
-}
-
-/// Ends the process without running exit handlers (which could wait on
-/// the wedged runtime).
-fn hard_exit(code: i32) -> ! {
-    #[cfg(unix)]
-    // SAFETY: `_exit` ends the process at once; nothing runs after it.
-    unsafe {
-        libc::_exit(code)
-    }
-    #[cfg(not(unix))]
-    std::process::exit(code)
 }
 
 /// The Rust daemon behind `src/InteractorDaemon.js`.

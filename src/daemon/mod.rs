@@ -81,16 +81,27 @@ pub struct Status {
 #[derive(Clone)]
 pub struct DaemonHandle {
     stop: watch::Sender<Option<Stop>>,
+    /// Set by [`DaemonHandle::exit`] (and by the native host's signal
+    /// handlers) without the runtime: the stall watch bounds a stop that
+    /// never completes (see [`stall`]).
+    stop_requested: Arc<AtomicBool>,
 }
 
 impl DaemonHandle {
     /// Asks the daemon to stop (the JS `daemon.exit(err)`).
     pub fn exit(&self, error: Option<String>) {
+        self.stop_requested.store(true, Ordering::Relaxed);
         let stop = match error {
             Some(e) => Stop::Error(e),
             None => Stop::Clean,
         };
         let _ = self.stop.send(Some(stop));
+    }
+
+    /// The flag [`DaemonHandle::exit`] sets: a signal handler may set it
+    /// too (storing to an atomic is async-signal-safe).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop_requested.clone()
     }
 }
 
@@ -104,7 +115,10 @@ pub fn start(
 ) -> (DaemonHandle, impl std::future::Future<Output = ()> + Send) {
     use futures_util::FutureExt;
     let (stop, stop_rx) = watch::channel(None);
-    let handle = DaemonHandle { stop: stop.clone() };
+    let handle = DaemonHandle {
+        stop: stop.clone(),
+        stop_requested: Arc::default(),
+    };
     let status = Arc::new(Status::default());
     let fut = async move {
         let run = std::panic::AssertUnwindSafe(run(

@@ -175,18 +175,24 @@ impl InteractorRpc {
         // Let a pending `kill` reply reach the CLI (JS waits 10 ms too).
         tokio::time::sleep(Duration::from_millis(10)).await;
         self.sock.close();
-        if !clean {
-            return;
+        if clean {
+            remove_own_files(paths);
         }
-        let _ = std::fs::remove_file(&paths.interactor_sock);
-        match std::fs::read_to_string(&paths.pid_file) {
-            Ok(pid) if pid.trim() == std::process::id().to_string() || pid.trim().is_empty() => {
-                let _ = std::fs::remove_file(&paths.pid_file);
-            }
-            Ok(other) => {
-                tracing::debug!(pid = other.trim(), "agent.pid names another process; kept")
-            }
-            Err(_) => {}
+    }
+}
+
+/// Removes `interactor.sock`, and `agent.pid` when it names this process
+/// (never another agent's): what a stopped agent leaves behind. Plain
+/// file calls, so the stall watch can use it without the runtime.
+pub fn remove_own_files(paths: &Paths) {
+    let _ = std::fs::remove_file(&paths.interactor_sock);
+    match std::fs::read_to_string(&paths.pid_file) {
+        Ok(pid) if pid.trim() == std::process::id().to_string() || pid.trim().is_empty() => {
+            let _ = std::fs::remove_file(&paths.pid_file);
         }
+        Ok(other) => {
+            tracing::debug!(pid = other.trim(), "agent.pid names another process; kept")
+        }
+        Err(_) => {}
     }
 }

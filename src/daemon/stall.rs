@@ -20,10 +20,16 @@
 //! The thread only counts time it was awake to observe: when its own sleep
 //! overran (the whole process was stopped or starved), the runtime gets a
 //! fresh timeout instead of being blamed.
+//!
+//! A stop that was asked for (`kill` over `interactor.sock`, SIGTERM,
+//! `daemon.exit`) is never answered by a relaunch: should the runtime be
+//! wedged then, or the stop still not be done [`STOP_BOUND`] after it was
+//! asked, the thread says so, removes the agent's files and ends the
+//! process itself.
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,11 @@ use crate::config::{DaemonConfig, Paths};
 /// How long the Node host has, after being handed a stall rescue, to
 /// relaunch the agent and exit (its own `daemonize` wait is 15 s).
 pub const HOST_EXIT_BOUND: Duration = Duration::from_secs(30);
+
+/// How long a stop that was asked for may take before the watch thread
+/// ends the process (a clean stop takes milliseconds; one waiting on a
+/// wedged runtime never ends by itself).
+pub const STOP_BOUND: Duration = Duration::from_secs(10);
 
 /// `PM2_AGENT_FAULT_INJECTION` value that blocks the runtime (testing aid).
 pub const FAULT_BLOCK_RUNTIME: &str = "block:runtime";
@@ -108,6 +119,49 @@ impl Judge {
     }
 }
 
+/// What the watch thread concludes from one look.
+#[derive(Debug, PartialEq)]
+pub enum Look {
+    Fine,
+    /// The heartbeat stood still this long: relaunch.
+    Stalled(Duration),
+    /// A stop was asked this long ago and is not done (the runtime is
+    /// wedged, or the bound passed): end the process, no relaunch.
+    StopStuck(Duration),
+}
+
+/// [`Judge`] plus the stop that may have been asked for: a pure function of
+/// the observations, like the judge.
+#[derive(Debug)]
+pub struct Watcher {
+    judge: Judge,
+    stop_bound: Duration,
+    stop_seen: Option<Instant>,
+}
+
+impl Watcher {
+    pub fn new(timeout: Duration, stop_bound: Duration, now: Instant) -> Watcher {
+        Watcher {
+            judge: Judge::new(timeout, now),
+            stop_bound,
+            stop_seen: None,
+        }
+    }
+
+    pub fn look(&mut self, beat: u64, stop_requested: bool, now: Instant) -> Look {
+        if stop_requested && self.stop_seen.is_none() {
+            self.stop_seen = Some(now);
+        }
+        let stopping = self.stop_seen.map(|at| now.saturating_duration_since(at));
+        match (self.judge.observe(beat, now), stopping) {
+            (Some(_), Some(since)) => Look::StopStuck(since),
+            (Some(still), None) => Look::Stalled(still),
+            (None, Some(since)) if since >= self.stop_bound => Look::StopStuck(since),
+            (None, _) => Look::Fine,
+        }
+    }
+}
+
 /// What the host is told when the runtime is wedged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stalled {
@@ -135,10 +189,12 @@ impl Drop for StallWatch {
     }
 }
 
-/// Starts the watch thread over `heartbeat`.
+/// Starts the watch thread over `heartbeat` and the daemon's
+/// `stop_requested` flag ([`super::DaemonHandle::stop_flag`]).
 pub fn watch(
     timeout: Duration,
     heartbeat: Heartbeat,
+    stop_requested: Arc<AtomicBool>,
     paths: Paths,
     hook: StallHook,
 ) -> std::io::Result<StallWatch> {
@@ -150,7 +206,7 @@ pub fn watch(
         .stack_size(256 * 1024)
         .spawn(move || {
             let every = period(timeout);
-            let mut judge = Judge::new(timeout, Instant::now());
+            let mut watcher = Watcher::new(timeout, STOP_BOUND, Instant::now());
             let (lock, cv) = &*flag;
             loop {
                 let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,9 +217,14 @@ pub fn watch(
                     return;
                 }
                 drop(stopped);
-                if judge.observe(heartbeat.get(), Instant::now()).is_some() {
-                    hook(on_stall(timeout, &paths));
-                    return;
+                let asked = stop_requested.load(Ordering::Relaxed);
+                match watcher.look(heartbeat.get(), asked, Instant::now()) {
+                    Look::Fine => {}
+                    Look::Stalled(_) => {
+                        hook(on_stall(timeout, &paths));
+                        return;
+                    }
+                    Look::StopStuck(since) => stop_stuck(since, &paths),
                 }
             }
         })?;
@@ -190,6 +251,31 @@ fn on_stall(timeout: Duration, paths: &Paths) -> Stalled {
         reason: "stalled runtime (see above)".into(),
         relaunch: ours,
     }
+}
+
+/// A stop that was asked for and cannot complete: no relaunch (the user
+/// wants the agent gone); the files a clean stop removes are removed here,
+/// and the process ends without going back to the runtime.
+fn stop_stuck(since: Duration, paths: &Paths) -> ! {
+    tracing::error!(
+        "the stop asked {} ago did not complete (the runtime is wedged): exiting without relaunch",
+        seconds(since)
+    );
+    super::rpc_server::remove_own_files(paths);
+    let _ = std::fs::remove_file(paths.pm2_home.join(crate::inspect::URL_FILE));
+    hard_exit(1)
+}
+
+/// Ends the process without running exit handlers (which could wait on
+/// the wedged runtime).
+pub fn hard_exit(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
 }
 
 /// Whether this agent must hand over to a new one: `agent.pid` names this
@@ -267,7 +353,7 @@ pub fn start(
     let (handle, run) = super::start(cfg, host);
     let heartbeat = Heartbeat::default();
     let guard = timeout.and_then(|t| {
-        watch(t, heartbeat.clone(), paths, hook)
+        watch(t, heartbeat.clone(), handle.stop_flag(), paths, hook)
             .inspect_err(|e| tracing::warn!("cannot start the stall watch: {e}"))
             .ok()
     });
@@ -302,6 +388,42 @@ mod tests {
         assert_eq!(seconds(Duration::from_secs(30)), "30 s");
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5 s");
         assert_eq!(seconds(Duration::from_millis(100)), "0.1 s");
+    }
+
+    #[test]
+    fn a_stop_is_bounded_and_never_relaunched() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let timeout = Duration::from_secs(30);
+        let bound = Duration::from_secs(10);
+        // The runtime beats but the stop takes longer than the bound.
+        let mut w = Watcher::new(timeout, bound, t0);
+        assert_eq!(w.look(1, false, at(5)), Look::Fine);
+        assert_eq!(w.look(2, true, at(10)), Look::Fine);
+        assert_eq!(w.look(3, true, at(15)), Look::Fine);
+        assert_eq!(
+            w.look(4, true, at(20)),
+            Look::StopStuck(Duration::from_secs(10))
+        );
+        // A runtime wedged before the stop: the stall ends it as a stop,
+        // not as a rescue, even before the bound.
+        let mut w = Watcher::new(timeout, Duration::from_secs(600), t0);
+        for s in [5, 10, 15, 20, 25] {
+            assert_eq!(w.look(1, s >= 25, at(s)), Look::Fine, "{s}");
+        }
+        assert_eq!(
+            w.look(1, true, at(35)),
+            Look::StopStuck(Duration::from_secs(10))
+        );
+        // Without a stop, the same heartbeat is a stall.
+        let mut w = Watcher::new(timeout, bound, t0);
+        for s in [5, 10, 15, 20, 25, 30] {
+            assert_eq!(w.look(1, false, at(s)), Look::Fine, "{s}");
+        }
+        assert_eq!(
+            w.look(1, false, at(35)),
+            Look::Stalled(Duration::from_secs(30))
+        );
     }
 
     #[test]
@@ -395,6 +517,7 @@ mod tests {
         let w = watch(
             Duration::from_millis(120),
             hb.clone(),
+            Arc::default(),
             paths.clone(),
             Box::new(move |s| tx.send(s).unwrap()),
         )
@@ -421,6 +544,7 @@ mod tests {
         let w = watch(
             Duration::from_secs(2),
             Heartbeat::default(),
+            Arc::default(),
             paths,
             Box::new(move |s| tx.send(s).unwrap()),
         )

@@ -124,6 +124,7 @@ async fn host_loop(cfg: DaemonConfig, channel: &mut Option<IpcChannel>, started:
     let on_stall: StallHook = Box::new(move |s| rescue_stalled(&paths, started, s));
     let (handle, daemon) = daemon::stall::start(cfg, tx, on_stall);
     tokio::spawn(daemon);
+    flag_stop_on_signals(&handle);
     tokio::spawn(exit_on_signals(handle));
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -175,6 +176,29 @@ fn send_to_parent(channel: &mut Option<IpcChannel>, msg: &serde_json::Value) {
                 tracing::debug!("Parent process disconnected: {e}");
                 *channel = None;
             }
+        }
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP also set the daemon's stop flag from the
+/// signal handler itself, not through the runtime: a wedged runtime never
+/// reads the signal, and the stall watch then ends the process instead of
+/// relaunching it (see [`daemon::stall`]).
+fn flag_stop_on_signals(handle: &DaemonHandle) {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let flag = handle.stop_flag();
+        // SAFETY: the action only stores to an atomic, which is
+        // async-signal-safe; tokio's own action on the signal still runs.
+        let registered = unsafe {
+            signal_hook_registry::register(sig, move || {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed)
+            })
+        };
+        if let Err(e) = registered {
+            tracing::warn!(
+                signal = sig,
+                "cannot watch the signal outside the runtime: {e}"
+            );
         }
     }
 }
