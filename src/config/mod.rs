@@ -245,8 +245,10 @@ impl DaemonConfig {
             recycle,
             pm2_version_env: get("PM2_VERSION"),
             host,
-            ws_json_patch: get("WS_JSON_PATCH").is_some(),
-            ws_gzip: get("WS_GZIP").is_some(),
+            // The JS agent turns these on for any value, `false` included;
+            // here `false` and `0` mean off (the wire is valid either way).
+            ws_json_patch: get("WS_JSON_PATCH").is_some_and(|v| v != "false" && v != "0"),
+            ws_gzip: get("WS_GZIP").is_some_and(|v| v != "false" && v != "0"),
             status_interval: Duration::from_millis(number("PM2_STATUS_INTERVAL", 1000)?.max(100)),
             packet_queue_size: number("PM2_PACKET_QUEUE_SIZE", 200)? as usize,
             logs_buffer: (number("PM2_LOGS_BUFFER", 8)? as usize).min(1000),
@@ -408,7 +410,31 @@ mod tests {
             })
         );
         assert_eq!(c.root_url, "http://127.0.0.1:1");
-        assert!(c.ws_json_patch, "any non-empty value, even 'false'");
+        assert!(
+            !c.ws_json_patch,
+            "'false' is off (the JS agent would turn it on)"
+        );
+        assert!(!c.ws_gzip, "unset is off");
+        for (value, on) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("0", false),
+            ("false", false),
+        ] {
+            let c = DaemonConfig::from_env(
+                env(&[
+                    ("PM2_MACHINE_NAME", "m1"),
+                    ("PM2_PUBLIC_KEY", "pub"),
+                    ("PM2_SECRET_KEY", "sec"),
+                    ("WS_JSON_PATCH", value),
+                    ("WS_GZIP", value),
+                ]),
+                HostInfo::default(),
+            )
+            .unwrap();
+            assert_eq!((c.ws_json_patch, c.ws_gzip), (on, on), "{value}");
+        }
         assert_eq!(c.status_interval, Duration::from_secs(2));
         assert_eq!(c.identity.pm2_version, "0.0.0");
         assert_eq!(
