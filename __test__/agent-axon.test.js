@@ -15,7 +15,7 @@ const path = require('path')
 const { Backend } = require('./helpers/backend')
 const { AxonBackend, cipher, decipherText } = require('./helpers/axon-backend')
 const { tmpHome, pm2, jlist, writeApp, killPm2, waitUntil } = require('./helpers/pm2')
-const { launchAgent, getInfos, killAgent, agentLog, MODE } = require('./helpers/agent')
+const { launchAgent, getInfos, inboundDrops, waitForInboundDrops, killAgent, agentLog, MODE } = require('./helpers/agent')
 const { assertRefusalsSayWhy } = require('./helpers/refusals')
 
 const home = tmpHome('ka-axon-')
@@ -159,13 +159,6 @@ test('refused and failed remote actions say why, over nssocket too', async () =>
 })
 
 test('unusable reverse messages are dropped, each counted per channel and reason in getInfos', async () => {
-  const inboundDrops = async () => {
-    const out = {}
-    for (const d of ((await getInfos()) || {}).drops || []) {
-      if (d.reason.startsWith('inbound: ')) out[`${d.channel} ${d.reason}`] = d.count
-    }
-    return out
-  }
   assert.deepEqual(await inboundDrops(), {})
   for (const s of axonBackend.sockets) {
     s.send('trigger:action', 'not hex') // undecipherable
@@ -187,10 +180,7 @@ test('unusable reverse messages are dropped, each counted per channel and reason
     'trigger::action inbound: multi-segment event': 1,
     '(unparsed) inbound: malformed nssocket line': 1
   }
-  await waitUntil(async () => require('util').isDeepStrictEqual(await inboundDrops(), expected), 10000, 200,
-    'the junk counted in getInfos drops').catch(async (e) => {
-    throw new Error(`${e.message}: ${JSON.stringify(await inboundDrops())}`)
-  })
+  await waitForInboundDrops(expected)
   const member = (await getInfos()).transport.routes[0].transporters.find((t) => t.name === 'AxonTransport')
   assert.equal(member.inbound_dropped, 6)
 })

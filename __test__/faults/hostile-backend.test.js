@@ -18,7 +18,7 @@ process.env.PM2_AGENT_WATCHDOG = 'false'
 process.env.AGENT_TRANSPORT_WEBSOCKET = 'true'
 const InteractorClient = require('../../src/InteractorClient')
 const constants = require('../../constants')
-const { idleStage, getInfos, agentLog, agentProcesses, rssOf, alive, MODE } = require('../helpers/agent')
+const { idleStage, getInfos, waitForInboundDrops, agentLog, agentProcesses, rssOf, alive, MODE } = require('../helpers/agent')
 
 const KEYS = { secret_key: 'hostile-secret-9876', public_key: 'hostile-pub', machine_name: 'hostile-machine' }
 const MB = 1024 * 1024
@@ -171,22 +171,13 @@ test('malformed WebSocket messages are dropped; protocol violations close and re
   await waitUntil(() => stage.backend.statuses.length > statuses + 2, 20000, 100, 'status after the garbage')
   assertStillTheAgent()
   // Each unusable message is counted, per channel and reason (getInfos.drops).
-  const inboundDrops = async () => {
-    const i = await infos()
-    const out = {}
-    for (const d of (i && i.drops) || []) if (d.reason.startsWith('inbound: ')) out[`${d.channel} ${d.reason}`] = d.count
-    return out
-  }
   const expected = {
     '(unparsed) inbound: not a JSON object': 6,
     '(unparsed) inbound: no channel': 1,
     '(unparsed) inbound: not UTF-8': 1,
     'trigger:action inbound: no payload': 1
   }
-  await waitUntil(async () => require('util').isDeepStrictEqual(await inboundDrops(), expected), 10000, 200,
-    'the garbage counted in getInfos drops').catch(async (e) => {
-    throw new Error(`${e.message}: ${JSON.stringify(await inboundDrops())}`)
-  })
+  await waitForInboundDrops(expected)
   // Frame-level violations: each closes the connection; the agent comes back.
   const violations = [
     Buffer.from([0x83, 0x00]), // reserved opcode 3

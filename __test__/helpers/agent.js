@@ -27,6 +27,26 @@ function getInfos () {
   })
 }
 
+/** getInfos' drops of inbound messages, as `{"<channel> <reason>": count}`. */
+async function inboundDrops () {
+  let infos = null
+  try { infos = await getInfos() } catch (e) { /* not answering yet: no drops seen */ }
+  const out = {}
+  for (const d of (infos && infos.drops) || []) {
+    if (d.reason.startsWith('inbound: ')) out[`${d.channel} ${d.reason}`] = d.count
+  }
+  return out
+}
+
+/** Waits until getInfos counts exactly `expected` inbound drops (see inboundDrops). */
+async function waitForInboundDrops (expected, timeoutMs = 10000) {
+  const { isDeepStrictEqual } = require('util')
+  await waitUntil(async () => isDeepStrictEqual(await inboundDrops(), expected), timeoutMs, 200,
+    'the inbound drops counted in getInfos').catch(async (e) => {
+    throw new Error(`${e.message}: ${JSON.stringify(await inboundDrops())}`)
+  })
+}
+
 /** killInteractorDaemon, then waits for the daemon process to be gone. */
 async function killAgent () {
   const c = constants()
@@ -167,6 +187,8 @@ module.exports = {
   sleep,
   launchAgent,
   getInfos,
+  inboundDrops,
+  waitForInboundDrops,
   killAgent,
   agentLog,
   idleStage,
