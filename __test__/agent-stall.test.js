@@ -109,7 +109,7 @@ test('SIGTERM to a wedged agent ends it within the stop bound, with no relaunch'
   await waitUntil(() => !alive(msg.pid), 40000, 100, 'the wedged agent to stop')
   t.diagnostic(`${MODE}: SIGTERM to exit ${Date.now() - t0} ms`)
   const log = agentLog().slice(before)
-  assert.match(log, /the stop asked [\d.]+ s ago did not complete \(the runtime is wedged\): exiting without relaunch/)
+  assert.match(log, /the stop asked at least [\d.]+ s ago did not complete \(the runtime made no progress since\): exiting without relaunch/)
   assert.doesNotMatch(log, /Re-initiating Agent|rescued/)
   // Its files are gone, as after a clean stop, and nothing came back.
   assert.equal(fs.existsSync(constants.INTERACTOR_RPC_PORT), false, 'interactor.sock removed')

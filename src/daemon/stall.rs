@@ -104,6 +104,11 @@ impl Judge {
         }
     }
 
+    /// How long the heartbeat has not moved, as of the last observation.
+    pub fn still(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.moved_at)
+    }
+
     /// `Some(for how long)` when the heartbeat has not moved for the
     /// timeout (the runtime is wedged), `None` otherwise.
     pub fn observe(&mut self, beat: u64, now: Instant) -> Option<Duration> {
@@ -125,9 +130,13 @@ pub enum Look {
     Fine,
     /// The heartbeat stood still this long: relaunch.
     Stalled(Duration),
-    /// A stop was asked this long ago and is not done (the runtime is
-    /// wedged, or the bound passed): end the process, no relaunch.
-    StopStuck(Duration),
+    /// A stop was seen asked at least `since` ago and is not done: end the
+    /// process, no relaunch. `wedged`: the heartbeat has not moved since
+    /// (else the runtime runs and the stop itself is what hangs).
+    StopStuck {
+        since: Duration,
+        wedged: bool,
+    },
 }
 
 /// [`Judge`] plus the stop that may have been asked for: a pure function of
@@ -154,9 +163,15 @@ impl Watcher {
         }
         let stopping = self.stop_seen.map(|at| now.saturating_duration_since(at));
         match (self.judge.observe(beat, now), stopping) {
-            (Some(_), Some(since)) => Look::StopStuck(since),
+            (Some(_), Some(since)) => Look::StopStuck {
+                since,
+                wedged: true,
+            },
             (Some(still), None) => Look::Stalled(still),
-            (None, Some(since)) if since >= self.stop_bound => Look::StopStuck(since),
+            (None, Some(since)) if since >= self.stop_bound => Look::StopStuck {
+                since,
+                wedged: self.judge.still(now) >= since,
+            },
             (None, _) => Look::Fine,
         }
     }
@@ -224,7 +239,7 @@ pub fn watch(
                         hook(on_stall(timeout, &paths));
                         return;
                     }
-                    Look::StopStuck(since) => stop_stuck(since, &paths),
+                    Look::StopStuck { since, wedged } => stop_stuck(since, wedged, &paths),
                 }
             }
         })?;
@@ -256,9 +271,14 @@ fn on_stall(timeout: Duration, paths: &Paths) -> Stalled {
 /// A stop that was asked for and cannot complete: no relaunch (the user
 /// wants the agent gone); the files a clean stop removes are removed here,
 /// and the process ends without going back to the runtime.
-fn stop_stuck(since: Duration, paths: &Paths) -> ! {
+fn stop_stuck(since: Duration, wedged: bool, paths: &Paths) -> ! {
+    let why = if wedged {
+        "the runtime made no progress since"
+    } else {
+        "the runtime runs, the shutdown hangs"
+    };
     tracing::error!(
-        "the stop asked {} ago did not complete (the runtime is wedged): exiting without relaunch",
+        "the stop asked at least {} ago did not complete ({why}): exiting without relaunch",
         seconds(since)
     );
     super::rpc_server::remove_own_files(paths);
@@ -403,7 +423,23 @@ mod tests {
         assert_eq!(w.look(3, true, at(15)), Look::Fine);
         assert_eq!(
             w.look(4, true, at(20)),
-            Look::StopStuck(Duration::from_secs(10))
+            Look::StopStuck {
+                since: Duration::from_secs(10),
+                wedged: false
+            }
+        );
+        // A runtime that stopped beating when the stop was asked, before
+        // its stall timeout: wedged.
+        let mut w = Watcher::new(timeout, bound, t0);
+        assert_eq!(w.look(1, false, at(5)), Look::Fine);
+        assert_eq!(w.look(1, true, at(10)), Look::Fine);
+        assert_eq!(w.look(1, true, at(15)), Look::Fine);
+        assert_eq!(
+            w.look(1, true, at(20)),
+            Look::StopStuck {
+                since: Duration::from_secs(10),
+                wedged: true
+            }
         );
         // A runtime wedged before the stop: the stall ends it as a stop,
         // not as a rescue, even before the bound.
@@ -413,7 +449,10 @@ mod tests {
         }
         assert_eq!(
             w.look(1, true, at(35)),
-            Look::StopStuck(Duration::from_secs(10))
+            Look::StopStuck {
+                since: Duration::from_secs(10),
+                wedged: true
+            }
         );
         // Without a stop, the same heartbeat is a stall.
         let mut w = Watcher::new(timeout, bound, t0);
