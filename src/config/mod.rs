@@ -180,6 +180,11 @@ impl DaemonConfig {
         host: HostInfo,
     ) -> Result<DaemonConfig, ConfigError> {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        // A switch set to a value that means off (`false`, `0`).
+        let off = |v: &str| v == "false" || v == "0";
+        // A switch the JS agent turns on for any value: here `false` and
+        // `0` mean off (the wire is valid either way).
+        let on = |k: &str| get(k).is_some_and(|v| !off(&v));
         // Checked in this order, with these messages, like the JS daemon.
         let machine_name =
             get("PM2_MACHINE_NAME").ok_or(ConfigError::Missing("PM2_MACHINE_NAME"))?;
@@ -221,11 +226,11 @@ impl DaemonConfig {
         // JS: `DEBUG = PM2_DEBUG || false`, so even `PM2_DEBUG=false` turned
         // censoring off (docs/js-agent-behaviour.md §6.9); here only a value
         // meaning "on" does.
-        let trace_censoring = get("PM2_DEBUG").is_none_or(|v| v == "false" || v == "0");
+        let trace_censoring = !on("PM2_DEBUG");
         let enable_context_on_error = match get("PM2_AGENT_ENABLE_CONTEXT_ON_ERROR")
             .or_else(|| get("PM2_ENABLE_CONTEXT_ON_ERROR"))
         {
-            Some(v) => v != "false" && v != "0",
+            Some(v) => !off(&v),
             None => true,
         };
         let transporters = transporters::load(host.config_file.as_deref(), &env)?;
@@ -245,10 +250,8 @@ impl DaemonConfig {
             recycle,
             pm2_version_env: get("PM2_VERSION"),
             host,
-            // The JS agent turns these on for any value, `false` included;
-            // here `false` and `0` mean off (the wire is valid either way).
-            ws_json_patch: get("WS_JSON_PATCH").is_some_and(|v| v != "false" && v != "0"),
-            ws_gzip: get("WS_GZIP").is_some_and(|v| v != "false" && v != "0"),
+            ws_json_patch: on("WS_JSON_PATCH"),
+            ws_gzip: on("WS_GZIP"),
             status_interval: Duration::from_millis(number("PM2_STATUS_INTERVAL", 1000)?.max(100)),
             packet_queue_size: number("PM2_PACKET_QUEUE_SIZE", 200)? as usize,
             logs_buffer: (number("PM2_LOGS_BUFFER", 8)? as usize).min(1000),
@@ -275,10 +278,7 @@ impl DaemonConfig {
             dead_peer_timeout: Duration::from_millis(
                 number("PM2_AGENT_DEAD_PEER_TIMEOUT", 15_000)?.max(300),
             ),
-            watchdog: !matches!(
-                get("PM2_AGENT_WATCHDOG").as_deref(),
-                Some("false") | Some("0")
-            ),
+            watchdog: !get("PM2_AGENT_WATCHDOG").is_some_and(|v| off(&v)),
             watchdog_delay: Duration::from_millis(number("PM2_AGENT_WATCHDOG_DELAY", 30_000)?),
             dump_interval: Duration::from_millis(
                 number("PM2_AGENT_DUMP_INTERVAL", 300_000)?.max(1000),
@@ -290,16 +290,16 @@ impl DaemonConfig {
                 number("PM2_AGENT_PROOF_TIMEOUT", 10_000)?.max(100),
             ),
             queue_bytes: number("PM2_AGENT_QUEUE_BYTES", 8 << 20)?.max(1024) as usize,
-            spool: match get("PM2_AGENT_SPOOL").as_deref() {
-                Some("false") | Some("0") => None,
-                _ => Some(SpoolSettings {
+            spool: if get("PM2_AGENT_SPOOL").is_some_and(|v| off(&v)) {
+                None
+            } else {
+                Some(SpoolSettings {
                     dir: paths.pm2_home.join("agent-spool"),
-
                     max_bytes: number("PM2_AGENT_SPOOL_BYTES", 64 << 20)?.max(4096),
                     max_age: Duration::from_millis(
                         number("PM2_AGENT_SPOOL_MAX_AGE", 24 * 3600 * 1000)?.max(1000),
                     ),
-                }),
+                })
             },
             paths,
             env,

@@ -416,44 +416,30 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         let timeout = Duration::from_secs(30);
         let bound = Duration::from_secs(10);
+        let stuck = |since: u64, wedged: bool| Look::StopStuck {
+            since: Duration::from_secs(since),
+            wedged,
+        };
         // The runtime beats but the stop takes longer than the bound.
         let mut w = Watcher::new(timeout, bound, t0);
         assert_eq!(w.look(1, false, at(5)), Look::Fine);
         assert_eq!(w.look(2, true, at(10)), Look::Fine);
         assert_eq!(w.look(3, true, at(15)), Look::Fine);
-        assert_eq!(
-            w.look(4, true, at(20)),
-            Look::StopStuck {
-                since: Duration::from_secs(10),
-                wedged: false
-            }
-        );
+        assert_eq!(w.look(4, true, at(20)), stuck(10, false));
         // A runtime that stopped beating when the stop was asked, before
         // its stall timeout: wedged.
         let mut w = Watcher::new(timeout, bound, t0);
         assert_eq!(w.look(1, false, at(5)), Look::Fine);
         assert_eq!(w.look(1, true, at(10)), Look::Fine);
         assert_eq!(w.look(1, true, at(15)), Look::Fine);
-        assert_eq!(
-            w.look(1, true, at(20)),
-            Look::StopStuck {
-                since: Duration::from_secs(10),
-                wedged: true
-            }
-        );
+        assert_eq!(w.look(1, true, at(20)), stuck(10, true));
         // A runtime wedged before the stop: the stall ends it as a stop,
         // not as a rescue, even before the bound.
         let mut w = Watcher::new(timeout, Duration::from_secs(600), t0);
         for s in [5, 10, 15, 20, 25] {
             assert_eq!(w.look(1, s >= 25, at(s)), Look::Fine, "{s}");
         }
-        assert_eq!(
-            w.look(1, true, at(35)),
-            Look::StopStuck {
-                since: Duration::from_secs(10),
-                wedged: true
-            }
-        );
+        assert_eq!(w.look(1, true, at(35)), stuck(10, true));
         // Without a stop, the same heartbeat is a stall.
         let mut w = Watcher::new(timeout, bound, t0);
         for s in [5, 10, 15, 20, 25, 30] {

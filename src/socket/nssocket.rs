@@ -28,7 +28,9 @@ pub struct NsReader<R> {
     /// skipped like the JS receiver does. Before it, bytes that cannot
     /// start a JSON line mean the peer speaks another protocol.
     trusted: bool,
-    /// Keeps the log of malformed lines bounded (a hostile peer).
+    /// Keeps the debug log of dropped lines bounded (a hostile peer); the
+    /// owner counts them ([`NsReader::take_skipped`]) into the drop
+    /// counters, whose summary is the warning.
     skip_log: crate::logging::Throttle,
     /// Untrusted: the buffered start of the front line is blank, and (once
     /// that line turned out over-long) so was all of it that was dropped.
@@ -114,7 +116,7 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                         Err(e) => {
                             self.skipped.malformed += 1;
                             if let Some(n) = self.skip_log.hit("malformed", 1) {
-                                tracing::warn!(error = %e, "{n} malformed nssocket lines dropped since the last report");
+                                tracing::debug!(error = %e, "{n} malformed nssocket lines dropped since the last report");
                             }
                         }
                     }
@@ -135,7 +137,7 @@ impl<R: AsyncRead + Unpin> NsReader<R> {
                     }
                     self.skipped.too_long += 1;
                     if let Some(n) = self.skip_log.hit("too long", 1) {
-                        tracing::warn!(error = %e, "{n} nssocket lines dropped since the last report");
+                        tracing::debug!(error = %e, "{n} over-long nssocket lines dropped since the last report");
                     }
                 }
             }
